@@ -1,0 +1,101 @@
+"""Training configuration: one YAML file, read strictly into small dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asr.errors import ConfigError
+from asr.features import FeatureConfig
+from asr.model import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)  # JSON Lines manifests; relative paths from the working folder
+    dev: list[str] = field(default_factory=list)
+    batch_seconds: float = 120.0  # audio per batch, padding included
+    max_duration: float = 20.0  # longer training utterances are skipped
+    num_workers: int = 1
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 30
+    learning_rate: float = 1.5e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 300
+    final_lr_ratio: float = 0.05  # cosine decay ends at this fraction of the peak rate
+    grad_clip: float = 5.0
+    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    config = from_dict(Config, values, source=str(path))
+    if config.training.precision not in PRECISIONS:
+        raise ConfigError(f"{path}: training.precision must be one of {', '.join(PRECISIONS)}")
+    if not config.data.train:
+        raise ConfigError(f"{path}: data.train names no manifest")
+    return config
+
+
+def from_dict(cls: type, values: Any, source: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and values of the wrong type."""
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = from_dict(kind, value, source, f"{prefix}{key}.")
+        elif not _matches(value, kind):
+            raise ConfigError(f"{source}: '{prefix}{key}' must be {_describe(kind)}, not {value!r}")
+        else:
+            kwargs[key] = float(value) if kind is float else value
+    return cls(**kwargs)
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(kind: Any) -> str:
+    if typing.get_origin(kind) is list:
+        return f"a list of {_describe(typing.get_args(kind)[0])}s"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]

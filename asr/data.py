@@ -1,0 +1,174 @@
+"""Manifests, the training dataset, and a sampler that batches by seconds of audio.
+
+A manifest is JSON Lines, one utterance a line: ``{"audio_filepath", "duration", "text"}``
+(NeMo's convention); relative audio paths resolve against the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from asr.audio import load_audio
+from asr.errors import AsrError
+from asr.text import TextError, Vocabulary, normalize_text
+
+
+class ManifestError(AsrError):
+    pass
+
+
+@dataclass
+class Utterance:
+    audio_filepath: Path
+    duration: float
+    text: str
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest")
+    utterances = []
+    with open(path, encoding="utf-8", errors="strict") as lines:
+        try:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    utterances.append(_parse_line(line, f"{path}:{number}", path.parent))
+        except UnicodeDecodeError:
+            raise ManifestError(f"{path}: not UTF-8 text") from None
+    if not utterances:
+        raise ManifestError(f"{path}: manifest has no utterances")
+    return utterances
+
+
+def _parse_line(line: str, where: str, folder: Path) -> Utterance:
+    try:
+        entry = json.loads(line)
+        audio, duration, text = entry["audio_filepath"], float(entry["duration"]), entry["text"]
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"{where}: not a JSON object ({error.msg})") from None
+    except (KeyError, TypeError) as error:
+        raise ManifestError(f"{where}: needs audio_filepath, duration and text ({error!s})") from None
+    except ValueError:
+        raise ManifestError(f"{where}: duration must be a number") from None
+    if not isinstance(audio, str) or not isinstance(text, str) or not duration >= 0:
+        raise ManifestError(f"{where}: audio_filepath and text must be strings, duration a non-negative number")
+    return Utterance(folder / audio, duration, text)
+
+
+def write_manifest(path: str | os.PathLike, utterances: Sequence[Utterance]) -> None:
+    """Write atomically, with audio paths relative to the manifest's folder where possible."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent.resolve()
+    lines = []
+    for utterance in utterances:
+        audio = Path(utterance.audio_filepath).resolve()
+        audio_path = os.path.relpath(audio, folder) if audio.is_relative_to(folder) else str(audio)
+        lines.append(json.dumps({"audio_filepath": audio_path, "duration": round(utterance.duration, 4),
+                                 "text": utterance.text}))
+    write_text_atomically(path, "".join(line + "\n" for line in lines))
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
+                                     encoding="utf-8") as temporary:
+        temporary.write(text)
+    os.replace(temporary.name, path)
+
+
+class SpeechDataset(Dataset):
+    """Utterances as (waveform, token ids); every transcript is checked against the vocabulary up front."""
+
+    def __init__(self, utterances: Sequence[Utterance], vocabulary: Vocabulary, source: str = "manifest"):
+        self.utterances = list(utterances)
+        self.targets = []
+        for utterance in self.utterances:
+            try:
+                self.targets.append(torch.tensor(vocabulary.encode(normalize_text(utterance.text))))
+            except TextError as error:
+                raise TextError(f"{source}: {utterance.audio_filepath}: {error}") from None
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(load_audio(self.utterances[index].audio_filepath)), self.targets[index]
+
+
+@dataclass
+class Batch:
+    waveforms: torch.Tensor  # (batch, samples), zero-padded
+    lengths: torch.Tensor  # samples per utterance
+    targets: torch.Tensor  # (batch, tokens), zero-padded
+    target_lengths: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(tensor.to(device, non_blocking=True) for tensor in vars(self).values()))
+
+
+def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+    waveforms, targets = zip(*items)
+    return Batch(
+        torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True),
+        torch.tensor([len(w) for w in waveforms]),
+        torch.nn.utils.rnn.pad_sequence(targets, batch_first=True),
+        torch.tensor([len(t) for t in targets]),
+    )
+
+
+class DurationBatchSampler(Sampler[list[int]]):
+    """Batches of utterances of similar duration, capped by padded seconds of audio.
+
+    Utterances are sorted by duration (ties broken at random), cut into batches whose
+    longest utterance times their count stays within ``batch_seconds``, and the batches
+    shuffled. The order depends only on ``seed`` and the epoch set with ``set_epoch``.
+    """
+
+    def __init__(self, durations: Sequence[float], batch_seconds: float, shuffle: bool = True, seed: int = 0):
+        self.durations = list(durations)
+        self.batch_seconds = batch_seconds
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        generator = random.Random(self.seed * 100_003 + self.epoch)
+        order = sorted(range(len(self.durations)),
+                       key=lambda i: (self.durations[i], generator.random() if self.shuffle else i))
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for index in order:
+            # Sorted ascending, so this utterance is the batch's longest.
+            if current and self.durations[index] * (len(current) + 1) > self.batch_seconds:
+                batches.append(current)
+                current = []
+            current.append(index)
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            generator.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    @property
+    def total_seconds(self) -> float:
+        return math.fsum(self.durations)
