@@ -98,6 +98,19 @@ def train(
 
 
 @app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `asr train`.")],
+    out: Annotated[Path, typer.Argument(help="Where to write the inference-only model.")],
+    half: Annotated[bool, typer.Option(help="Store weights in half precision.")] = True,
+) -> None:
+    """Strip a checkpoint to what inference needs, for shipping."""
+    from asr.checkpoint import export_model
+
+    export_model(checkpoint, out, half=half)
+    typer.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
+
+
+@app.command()
 def prepare(
     corpus: Annotated[Corpus, typer.Argument(help="Which corpus layout DIR holds.")],
     directory: Annotated[Path, typer.Argument(help="The corpus folder, as it ships.")],

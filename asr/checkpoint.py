@@ -25,6 +25,9 @@ from asr.text import Vocabulary
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model.pt"
 
 
+MODEL_KEYS = {"model_state", "model_config", "feature_config", "vocabulary"}
+
+
 class CheckpointError(AsrError):
     pass
 
@@ -47,7 +50,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or foreign file
         raise CheckpointError(f"{path}: not an asr checkpoint ({str(error).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or not {"model_state", "model_config", "feature_config", "vocabulary"} <= state.keys():
+    if not isinstance(state, dict) or not MODEL_KEYS <= state.keys():
         raise CheckpointError(f"{path}: not an asr checkpoint (missing model, config or vocabulary)")
     return state
 
@@ -60,6 +63,14 @@ def model_state(model: AcousticModel, features: FeatureConfig, vocabulary: Vocab
         "feature_config": dataclasses.asdict(features),
         "vocabulary": vocabulary.tokens,
     }
+
+
+def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = True) -> None:
+    """Keep only what inference needs, optionally with half-precision weights (half the size on disk)."""
+    state = load_checkpoint(checkpoint)
+    weights = {name: tensor.half() if half and tensor.is_floating_point() else tensor
+               for name, tensor in state["model_state"].items()}
+    save_checkpoint(out, {**{key: state[key] for key in MODEL_KEYS}, "model_state": weights})
 
 
 @dataclass
