@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from enum import Enum
@@ -13,15 +12,20 @@ import typer
 
 app = typer.Typer(help="Train and run DeepSpeech2-style speech recognizers.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
+lm_app = typer.Typer(help="N-gram language models for beam search.", no_args_is_help=True)
+app.add_typer(lm_app, name="lm")
 
 
-class Decoder(str, Enum):
+class DecoderKind(str, Enum):
     greedy = "greedy"
+    beam = "beam"
 
 
 class Format(str, Enum):
     txt = "txt"
     json = "json"
+    srt = "srt"
+    vtt = "vtt"
 
 
 class Corpus(str, Enum):
@@ -29,37 +33,61 @@ class Corpus(str, Enum):
     fsdd = "fsdd"
 
 
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 ModelOption = Annotated[Optional[Path], typer.Option("--model", "-m", help="Checkpoint; the bundled model if omitted.")]
-DecoderOption = Annotated[Decoder, typer.Option(help="How outputs become text.")]
+DeviceOption = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1; the GPU when there is one.")]
+DecoderOption = Annotated[Optional[DecoderKind], typer.Option(
+    "--decoder", help="greedy, or beam search; beam by default when the model has an LM or --lm is given.")]
+BeamWidthOption = Annotated[int, typer.Option(help="Beams kept per frame.")]
+LmOption = Annotated[Optional[Path], typer.Option("--lm", help="ARPA or binary KenLM model; the model's own if omitted.")]
+AlphaOption = Annotated[Optional[float], typer.Option(help="LM weight (0 to 5); the model's tuned value if omitted.")]
+BetaOption = Annotated[Optional[float], typer.Option(help="Word insertion bonus (-5 to 10); the model's tuned value if omitted.")]
+HotwordOption = Annotated[Optional[list[str]], typer.Option("--hotword", help="A word to favour; repeatable.")]
+HotwordWeightOption = Annotated[float, typer.Option(help="How strongly hotwords are favoured.")]
+
+
+def load(model: Optional[Path], device: Optional[str], decoder: Optional[DecoderKind], lm: Optional[Path],
+         alpha: Optional[float], beta: Optional[float], **options):
+    from asr.checkpoint import load_model
+
+    recognizer = load_model(model, device)
+    return recognizer, recognizer.decoder(decoder.value if decoder else None, lm, alpha, beta, **options)
 
 
 @app.command()
 def transcribe(
     files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG, MP3, SPHERE, raw PCM).")],
     model: ModelOption = None,
-    decoder: DecoderOption = Decoder.greedy,
-    format: Annotated[Format, typer.Option("--format", "-f", help="txt: one line per file; json: one object per line.")] = Format.txt,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1; the GPU when there is one.")] = None,
+    decoder: DecoderOption = None,
+    beam_width: BeamWidthOption = 100,
+    lm: LmOption = None,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    hotword: HotwordOption = None,
+    hotword_weight: HotwordWeightOption = 10.0,
+    format: Annotated[Format, typer.Option("--format", "-f", help="txt, json (with word timings), srt or vtt.")] = Format.txt,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Write one file per input here instead of printing.")] = None,
+    device: DeviceOption = None,
 ) -> None:
-    """Print one transcript per file; a file that cannot be read is reported and the rest go on."""
-    from asr.checkpoint import load_model
-    from asr.transcribe import transcribe_files
+    """Transcribe audio files; a file that cannot be read is reported and the rest go on."""
+    from asr.data import write_text_atomically
+    from asr.transcribe import format_transcript, output_path, transcribe_files
 
-    recognizer = load_model(model, device)
+    recognizer, beam = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
+                            hotwords=hotword or [], hotword_weight=hotword_weight)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for result in transcribe_files(recognizer, files):
+    for result in transcribe_files(recognizer, files, beam):
         if result.error:
             failures += 1
             typer.echo(f"error: {result.error}", err=True)
-        elif format is Format.json:
-            typer.echo(json.dumps({"path": result.path, "text": result.text}))
+        elif output_dir is not None:
+            write_text_atomically(output_path(result, output_dir, format.value), format_transcript(result, format.value))
+        elif format is Format.txt and len(files) > 1:
+            typer.echo(f"{result.path}\t{result.text}")
         else:
-            typer.echo(result.text if len(files) == 1 else f"{result.path}\t{result.text}")
+            typer.echo(format_transcript(result, format.value), nl=False)
+    beam.close()
     if failures:
         raise typer.Exit(2)
 
@@ -68,18 +96,76 @@ def transcribe(
 def evaluate(
     manifest: Annotated[Path, typer.Argument(help="JSON Lines manifest with references.")],
     model: ModelOption = None,
-    decoder: DecoderOption = Decoder.greedy,
+    decoder: DecoderOption = None,
+    beam_width: BeamWidthOption = 100,
+    lm: LmOption = None,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    hotword: HotwordOption = None,
+    hotword_weight: HotwordWeightOption = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     errors: Annotated[Optional[Path], typer.Option(help="Write every utterance's reference and hypothesis here.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1; the GPU when there is one.")] = None,
+    device: DeviceOption = None,
 ) -> None:
     """Word and character error rates on a manifest."""
-    from asr.checkpoint import load_model
     from asr.evaluate import evaluate_manifest, format_rates
 
-    recognizer = load_model(model, device)
-    rates = evaluate_manifest(recognizer, manifest, errors, progress=not as_json)
+    recognizer, beam = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
+                            hotwords=hotword or [], hotword_weight=hotword_weight)
+    rates = evaluate_manifest(recognizer, manifest, beam, errors, progress=not as_json)
+    beam.close()
     typer.echo(format_rates(rates, as_json))
+
+
+@app.command("tune-lm")
+def tune_lm(
+    manifest: Annotated[Path, typer.Argument(help="A dev manifest (never the test set).")],
+    lm: Annotated[Path, typer.Option("--lm", help="ARPA or binary KenLM model.")],
+    model: ModelOption = None,
+    beam_width: BeamWidthOption = 50,
+    alphas: Annotated[str, typer.Option(help="Comma-separated LM weights to try.")] = "0,0.25,0.5,0.75,1,1.5,2",
+    betas: Annotated[str, typer.Option(help="Comma-separated insertion bonuses to try.")] = "-1,0,1,2,3",
+    save: Annotated[bool, typer.Option(help="Store the LM and the best pair with the model.")] = True,
+    device: DeviceOption = None,
+) -> None:
+    """Search the LM weight and insertion bonus on a dev manifest, print the table, and keep the best."""
+    from asr.checkpoint import DEFAULT_MODEL, attach_lm
+    from asr.evaluate import tune_lm_weights
+
+    grid = [parse_floats(alphas, "--alphas"), parse_floats(betas, "--betas")]
+    recognizer, beam = load(model, device, DecoderKind.beam, lm, None, None, beam_width=beam_width)
+    results = tune_lm_weights(recognizer, manifest, beam, *grid, progress=True)
+    beam.close()
+    typer.echo(f"{'alpha':>6} {'beta':>6} {'WER':>7} {'CER':>7}")
+    for alpha, beta, rates in results:
+        typer.echo(f"{alpha:6.2f} {beta:6.2f} {rates.wer:7.2%} {rates.cer:7.2%}")
+    alpha, beta, best = min(results, key=lambda result: (result[2].wer, result[2].cer))
+    typer.echo(f"best: alpha {alpha:g}, beta {beta:g}: WER {best.wer:.2%}, CER {best.cer:.2%}")
+    if save:
+        attach_lm(model or DEFAULT_MODEL, lm, alpha, beta)
+        typer.echo(f"saved with {model or DEFAULT_MODEL}")
+
+
+def parse_floats(text: str, option: str) -> list[float]:
+    from asr.errors import AsrError
+
+    try:
+        return [float(value) for value in text.split(",")]
+    except ValueError:
+        raise AsrError(f"{option} must be comma-separated numbers, not {text!r}") from None
+
+
+@lm_app.command("build")
+def lm_build(
+    texts: Annotated[list[Path], typer.Argument(help="Plain-text files (a sentence a line) or manifests (.jsonl).")],
+    out: Annotated[Path, typer.Option(help="Where to write the ARPA model.")],
+    order: Annotated[int, typer.Option(help="N-gram order (1 to 5).")] = 3,
+) -> None:
+    """Estimate a Kneser-Ney n-gram LM, normalising text exactly as transcripts are."""
+    from asr.lm import build_lm, corpus_lines
+
+    used = build_lm(corpus_lines(texts), order, out, source=", ".join(map(str, texts)))
+    typer.echo(f"{out}: {order}-gram model from {used} sentences")
 
 
 @app.command()
@@ -87,7 +173,7 @@ def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config.")],
     out: Annotated[Path, typer.Option(help="Folder for checkpoints, log and plot.")] = Path("runs/latest"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1; the GPU when there is one.")] = None,
+    device: DeviceOption = None,
 ) -> None:
     """Train an acoustic model with CTC."""
     from asr.config import load_config
@@ -134,7 +220,8 @@ def main() -> None:
     try:
         app()
     except AsrError as error:
-        fail(str(error))
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -8,17 +8,21 @@ never runs code from it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from asr.config import from_dict
+from asr.decoding import Decoder, DecoderOptions
 from asr.errors import AsrError
 from asr.features import FeatureConfig, LogMelFrontend
+from asr.lm import check_lm
 from asr.model import AcousticModel, ModelConfig
 from asr.text import Vocabulary
 
@@ -70,7 +74,25 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bo
     state = load_checkpoint(checkpoint)
     weights = {name: tensor.half() if half and tensor.is_floating_point() else tensor
                for name, tensor in state["model_state"].items()}
-    save_checkpoint(out, {**{key: state[key] for key in MODEL_KEYS}, "model_state": weights})
+    save_checkpoint(out, {**{key: state[key] for key in MODEL_KEYS | {"decoder"} if key in state}, "model_state": weights})
+    if "decoder" in state:
+        _copy_beside(Path(checkpoint).parent / state["decoder"]["lm"], Path(out))
+
+
+def _copy_beside(lm: Path, model: Path) -> str:
+    """Copy an LM next to a model file as ``<model>.lm<suffix>``; returns its name relative to the model's folder."""
+    target = model.with_name(model.stem + ".lm" + lm.suffix)
+    if lm.resolve() != target.resolve():
+        shutil.copyfile(lm, target)
+    return target.name
+
+
+def attach_lm(model: str | os.PathLike, lm: str | os.PathLike, alpha: float, beta: float) -> None:
+    """Store an LM and its tuned weights with a model, so that beam search with them becomes its default."""
+    model, lm = Path(model), Path(lm)
+    state = load_checkpoint(model)
+    state["decoder"] = {"lm": _copy_beside(lm, model), "alpha": alpha, "beta": beta}
+    save_checkpoint(model, state)
 
 
 @dataclass
@@ -81,6 +103,32 @@ class Recognizer:
     model: AcousticModel
     vocabulary: Vocabulary
     device: torch.device
+    # The LM (absolute path) and weights stored with the model, if any: {"lm", "alpha", "beta"}.
+    decoder_settings: dict = field(default_factory=dict)
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per output frame: the front end's hop times the convolutions' time stride."""
+        stride = math.prod(self.model.conv.time_strides)
+        return self.frontend.config.hop_length * stride / self.frontend.config.sample_rate
+
+    def decoder(self, kind: str | None = None, lm: str | os.PathLike | None = None, alpha: float | None = None,
+                beta: float | None = None, **options) -> Decoder:
+        """A decoder for this model; what is not given comes from the model's stored LM settings.
+
+        Beam search is the default when an LM is given or stored with the model, greedy otherwise.
+        """
+        stored = self.decoder_settings
+        lm = lm if lm is not None else stored.get("lm")
+        kind = kind or ("beam" if lm is not None else "greedy")
+        settings = DecoderOptions(
+            kind=kind, lm=str(lm) if kind == "beam" and lm is not None else None,
+            alpha=alpha if alpha is not None else stored.get("alpha", DecoderOptions.alpha),
+            beta=beta if beta is not None else stored.get("beta", DecoderOptions.beta), **options,
+        )
+        settings.validate()
+        unigrams = check_lm(settings.lm, self.vocabulary) if settings.lm else None
+        return Decoder(self.vocabulary, self.frame_seconds, settings, unigrams)
 
     @torch.inference_mode()
     def log_probs(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +147,10 @@ def build_recognizer(state: dict[str, Any], device: torch.device, source: str = 
     except RuntimeError as error:
         raise CheckpointError(f"{source}: weights do not match the model config ({str(error).splitlines()[0]})") from None
     frontend = LogMelFrontend(features)
-    return Recognizer(frontend.to(device).eval(), model.to(device).eval(), vocabulary, device)
+    settings = dict(state.get("decoder", {}))
+    if "lm" in settings:
+        settings["lm"] = str(Path(source).parent / settings["lm"])
+    return Recognizer(frontend.to(device).eval(), model.to(device).eval(), vocabulary, device, settings)
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Recognizer:

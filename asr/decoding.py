@@ -1,19 +1,216 @@
-"""Turning per-frame log-probabilities into text."""
+"""Turning per-frame log-probabilities into words with times: greedy, or beam search with an n-gram LM."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
 import torch
 
+from asr.errors import AsrError
 from asr.text import Vocabulary
 
-DECODERS = ("greedy",)
+DECODERS = ("greedy", "beam")
+ALPHA_RANGE = (0.0, 5.0)
+BETA_RANGE = (-5.0, 10.0)
+
+
+class DecoderError(AsrError):
+    pass
+
+
+@dataclass
+class Word:
+    word: str
+    start: float  # seconds
+    end: float
+    confidence: float  # in [0, 1]
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    words: list[Word]
+
+
+@dataclass
+class DecoderOptions:
+    kind: str = "greedy"
+    beam_width: int = 100
+    lm: str | None = None
+    alpha: float = 0.5  # LM weight
+    beta: float = 1.0  # word insertion bonus
+    hotwords: list[str] = field(default_factory=list)
+    hotword_weight: float = 10.0
+    workers: int = 0  # beam search processes; 0 for one per CPU core
+    # Pruning: tokens below this log-probability are not expanded (unless best in their frame),
+    # beams this far below the best are dropped, runs of frames this sure of blank become one frame.
+    token_min_logp: float = -5.0
+    beam_prune_logp: float = -10.0
+    blank_skip_prob: float = 0.999
+
+    def validate(self) -> None:
+        if self.kind not in DECODERS:
+            raise DecoderError(f"unknown decoder {self.kind!r} (choose {' or '.join(DECODERS)})")
+        if self.beam_width < 1:
+            raise DecoderError(f"--beam-width must be at least 1, not {self.beam_width}")
+        if not ALPHA_RANGE[0] <= self.alpha <= ALPHA_RANGE[1]:
+            raise DecoderError(f"--alpha must be in [{ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}], not {self.alpha:g}")
+        if not BETA_RANGE[0] <= self.beta <= BETA_RANGE[1]:
+            raise DecoderError(f"--beta must be in [{BETA_RANGE[0]:g}, {BETA_RANGE[1]:g}], not {self.beta:g}")
+
+
+def split_batch(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+    """A padded (batch, frames, vocab) tensor as one float32 array per utterance, padding cut off."""
+    array = log_probs.float().cpu().numpy()
+    return [array[i, :length] for i, length in enumerate(lengths.tolist())]
+
+
+def word_confidence(log_probs: np.ndarray, token_ids: Sequence[int], start: int, end: int) -> float:
+    """Geometric mean over the word's characters of each one's best posterior inside the word's frames.
+
+    Decoder-agnostic: a character that beam search chose against the acoustic evidence
+    (because the LM preferred it) pulls the confidence down.
+    """
+    span = log_probs[start:max(end, start + 1)]
+    return float(math.exp(np.mean([span[:, token].max() for token in token_ids]))) if token_ids else 0.0
+
+
+def words_from_spans(log_probs: np.ndarray, spans: Sequence[tuple[str, int, int]], vocabulary: Vocabulary,
+                     frame_seconds: float) -> list[Word]:
+    return [
+        Word(text, round(start * frame_seconds, 3), round(end * frame_seconds, 3),
+             round(word_confidence(log_probs, vocabulary.encode(text), start, end), 4))
+        for text, start, end in spans
+    ]
+
+
+def greedy_spans(log_probs: np.ndarray, vocabulary: Vocabulary) -> list[tuple[str, int, int]]:
+    """CTC best path: the best token per frame, repeats merged, blanks dropped; words with frame spans."""
+    best = log_probs.argmax(axis=1)
+    space = vocabulary.tokens.index(" ")
+    spans: list[tuple[str, int, int]] = []
+    word, start, end, previous = "", 0, 0, vocabulary.blank
+    for frame, token in enumerate(best.tolist()):
+        if token != previous and token not in (vocabulary.blank, space):
+            start = frame if not word else start
+            word += vocabulary.tokens[token]
+        if token not in (vocabulary.blank, space):
+            end = frame + 1
+        if token == space and word:
+            spans.append((word, start, end))
+            word = ""
+        previous = token
+    if word:
+        spans.append((word, start, end))
+    return spans
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocabulary: Vocabulary) -> list[str]:
-    """Best token per frame, repeats merged, blanks dropped (CTC's best-path decoding)."""
-    best = log_probs.argmax(dim=-1).cpu()
-    texts = []
-    for path, length in zip(best, lengths.tolist()):
-        path = torch.unique_consecutive(path[:length])
-        texts.append(" ".join(vocabulary.decode(path.tolist()).split()))
-    return texts
+    """Best-path transcripts of a padded batch."""
+    return [" ".join(word for word, _, _ in greedy_spans(array, vocabulary)) for array in split_batch(log_probs, lengths)]
+
+
+def compress_blanks(log_probs: np.ndarray, blank: int, probability: float) -> tuple[np.ndarray, np.ndarray]:
+    """Replace each run of frames where blank has at least ``probability`` by its first frame.
+
+    Keeping one frame of each run keeps repeated letters apart ("l _ l"), so the search
+    space is unchanged but for frames that could only ever extend a beam with blank.
+    Returns the kept frames and their indices in the original.
+    """
+    sure_blank = log_probs[:, blank] >= math.log(probability)
+    keep = ~sure_blank
+    keep[1:] |= ~sure_blank[:-1]
+    keep[:1] = True
+    kept = np.flatnonzero(keep)
+    return log_probs[kept], kept
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2, which C++ libraries write to directly."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class Decoder:
+    """Greedy or beam-search decoding; the beam decoder (and its LM) is built once and reused."""
+
+    def __init__(self, vocabulary: Vocabulary, frame_seconds: float, options: DecoderOptions,
+                 unigrams: list[str] | None = None):
+        options.validate()
+        self.vocabulary = vocabulary
+        self.frame_seconds = frame_seconds
+        self.options = options
+        self._beam_search = None
+        self._pool = None
+        if options.kind == "beam":
+            from pyctcdecode import build_ctcdecoder
+
+            labels = ["" if token == vocabulary.tokens[vocabulary.blank] else token for token in vocabulary.tokens]
+            logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # its notes on small LMs are not for users
+            with _quiet_stderr():  # KenLM prints a loading banner from C++
+                self._beam_search = build_ctcdecoder(labels, kenlm_model_path=options.lm, unigrams=unigrams,
+                                                     alpha=options.alpha, beta=options.beta)
+
+    def _workers(self):
+        """The pool of beam-search processes, started on first use and kept.
+
+        pyctcdecode's workers reach the LM through a class-level registry that they
+        inherit by fork, so the pool is started after the LM and its weights are set.
+        """
+        workers = self.options.workers or os.cpu_count() or 1
+        if self._pool is None and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            self._pool = multiprocessing.get_context("fork").Pool(workers)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def set_lm_weights(self, alpha: float, beta: float) -> None:
+        DecoderOptions(kind=self.options.kind, alpha=alpha, beta=beta).validate()
+        self.options.alpha, self.options.beta = alpha, beta
+        if self._beam_search is not None:
+            self._beam_search.reset_params(alpha=float(alpha), beta=float(beta))
+            self.close()  # running workers hold the old weights
+
+    def decode(self, log_probs: Sequence[np.ndarray]) -> list[Hypothesis]:
+        """One hypothesis per utterance's (frames, vocab) log-probabilities."""
+        if self._beam_search is None:
+            spans = [greedy_spans(array, self.vocabulary) for array in log_probs]
+        else:
+            spans = self._beam_spans(log_probs)
+        return [Hypothesis(" ".join(word for word, _, _ in utterance),
+                           words_from_spans(array, utterance, self.vocabulary, self.frame_seconds))
+                for array, utterance in zip(log_probs, spans)]
+
+    def _beam_spans(self, log_probs: Sequence[np.ndarray]) -> list[list[tuple[str, int, int]]]:
+        options = self.options
+        compressed = [compress_blanks(array, self.vocabulary.blank, options.blank_skip_prob) for array in log_probs]
+        # pyctcdecode takes an empty matrix badly; an utterance without frames has no words.
+        todo = [i for i, (frames, _) in enumerate(compressed) if len(frames)]
+        beams = self._beam_search.decode_beams_batch(
+            self._workers() if len(todo) > 1 else None, [compressed[i][0] for i in todo], beam_width=options.beam_width,
+            beam_prune_logp=options.beam_prune_logp, token_min_logp=options.token_min_logp,
+            hotwords=options.hotwords or None, hotword_weight=options.hotword_weight,
+        )
+        spans: list[list[tuple[str, int, int]]] = [[] for _ in log_probs]
+        for i, utterance_beams in zip(todo, beams):
+            kept = compressed[i][1]
+            _, word_frames, _, _ = utterance_beams[0]
+            spans[i] = [(word, int(kept[start]), int(kept[end - 1]) + 1) for word, (start, end) in word_frames]
+        return spans

@@ -8,13 +8,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jiwer
-import torch
+import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.checkpoint import Recognizer
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest, write_text_atomically
-from asr.decoding import greedy_decode
+from asr.decoding import Decoder, split_batch
 from asr.text import normalize_text
 
 
@@ -28,43 +28,62 @@ class ErrorRates:
     words: int
     utterances: int
 
+    @property
+    def word_errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRates:
-    """WER and CER by jiwer; an empty hypothesis counts as all deletions."""
+    """WER and CER by jiwer, over all words (not averaged per utterance)."""
     words = jiwer.process_words(list(references), list(hypotheses))
     characters = jiwer.process_characters(list(references), list(hypotheses))
-    return ErrorRates(words.wer, characters.cer, words.substitutions, words.deletions, words.insertions,
-                      words.hits + words.substitutions + words.deletions, len(references))
+    total = words.hits + words.substitutions + words.deletions
+    return ErrorRates(words.wer if total else float(words.insertions > 0), characters.cer if total else 0.0,
+                      words.substitutions, words.deletions, words.insertions, total, len(references))
 
 
-def recognize_dataset(recognizer: Recognizer, dataset: SpeechDataset, batch_seconds: float = 200.0,
-                      num_workers: int = 0, progress: bool = False) -> list[str]:
-    """Greedy transcripts of every utterance, in the dataset's order."""
+def dataset_log_probs(recognizer: Recognizer, dataset: SpeechDataset, batch_seconds: float = 200.0,
+                      progress: bool = False) -> list[np.ndarray]:
+    """The model's (frames, vocab) log-probabilities for every utterance, in the dataset's order."""
     sampler = DurationBatchSampler([u.duration for u in dataset.utterances], batch_seconds, shuffle=False)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
-    hypotheses: list[str] = [""] * len(dataset)
-    with tqdm(total=len(dataset), desc="decoding", unit="utt", disable=not progress) as bar:
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    outputs: list[np.ndarray] = [np.empty(0)] * len(dataset)
+    with tqdm(total=len(dataset), desc="acoustic model", unit="utt", disable=not progress, leave=False) as bar:
         for indices, batch in zip(sampler, loader):
             log_probs, lengths = recognizer.log_probs(batch.waveforms, batch.lengths)
-            for index, text in zip(indices, greedy_decode(log_probs, lengths, recognizer.vocabulary)):
-                hypotheses[index] = text
+            for index, array in zip(indices, split_batch(log_probs, lengths)):
+                outputs[index] = array
             bar.update(len(indices))
-    return hypotheses
+    return outputs
 
 
-def evaluate_manifest(recognizer: Recognizer, manifest: str | Path, errors_file: str | Path | None = None,
-                      progress: bool = False) -> ErrorRates:
+def evaluate_manifest(recognizer: Recognizer, manifest: str | Path, decoder: Decoder,
+                      errors_file: str | Path | None = None, progress: bool = False) -> ErrorRates:
     utterances = read_manifest(manifest)
     dataset = SpeechDataset(utterances, recognizer.vocabulary, source=str(manifest))
-    with torch.inference_mode():
-        hypotheses = recognize_dataset(recognizer, dataset, progress=progress)
+    hypotheses = [h.text for h in decoder.decode(dataset_log_probs(recognizer, dataset, progress=progress))]
     references = [normalize_text(u.text) for u in utterances]
     if errors_file is not None:
         lines = [json.dumps({"audio_filepath": str(u.audio_filepath), "reference": ref, "hypothesis": hyp,
-                             "wer": jiwer.wer(ref, hyp) if ref else float(bool(hyp))})
+                             "errors": error_rates([ref], [hyp]).word_errors})
                  for u, ref, hyp in zip(utterances, references, hypotheses)]
         write_text_atomically(Path(errors_file), "".join(line + "\n" for line in lines))
     return error_rates(references, hypotheses)
+
+
+def tune_lm_weights(recognizer: Recognizer, manifest: str | Path, decoder: Decoder, alphas: Sequence[float],
+                    betas: Sequence[float], progress: bool = False) -> list[tuple[float, float, ErrorRates]]:
+    """WER for every (alpha, beta) pair; the acoustic model runs once and its outputs are reused."""
+    utterances = read_manifest(manifest)
+    dataset = SpeechDataset(utterances, recognizer.vocabulary, source=str(manifest))
+    log_probs = dataset_log_probs(recognizer, dataset, progress=progress)
+    references = [normalize_text(u.text) for u in utterances]
+    results = []
+    grid = [(alpha, beta) for alpha in alphas for beta in betas]
+    for alpha, beta in tqdm(grid, desc="alpha, beta", disable=not progress, leave=False):
+        decoder.set_lm_weights(alpha, beta)
+        results.append((alpha, beta, error_rates(references, [h.text for h in decoder.decode(log_probs)])))
+    return results
 
 
 def format_rates(rates: ErrorRates, as_json: bool = False) -> str:

@@ -18,7 +18,7 @@ from asr.checkpoint import Recognizer, choose_device, load_checkpoint, model_sta
 from asr.config import Config
 from asr.data import DurationBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.errors import AsrError
-from asr.evaluate import error_rates, recognize_dataset
+from asr.evaluate import dataset_log_probs, error_rates
 from asr.features import FeatureConfig, LogMelFrontend
 from asr.model import AcousticModel
 from asr.text import Vocabulary, normalize_text
@@ -156,7 +156,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
         dev_wer = dev_cer = math.nan
         if dev_set is not None:
             recognizer = Recognizer(frontend.eval(), model.eval(), vocabulary, device)
-            hypotheses = recognize_dataset(recognizer, dev_set)
+            hypotheses = [h.text for h in recognizer.decoder("greedy").decode(dataset_log_probs(recognizer, dev_set))]
             rates = error_rates([normalize_text(u.text) for u in dev_set.utterances], hypotheses)
             dev_wer, dev_cer = rates.wer, rates.cer
 

@@ -1,0 +1,189 @@
+"""The log-mel front end: shapes, normalisation, SpecAugment, batching, and agreement with librosa."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from asr.audio import load_audio
+from asr.features import FeatureConfig, LogMelFrontend, normalize_per_utterance
+from conftest import FSDD, SAMPLES
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return load_audio(SAMPLES / "LJ001-0002.flac")  # 1.9 s at 16 kHz
+
+
+@pytest.fixture(scope="module")
+def digit() -> np.ndarray:
+    return load_audio(FSDD / "recordings" / "3_jackson_0.wav")
+
+
+def frontend(**overrides) -> LogMelFrontend:
+    return LogMelFrontend(FeatureConfig(**overrides))
+
+
+def batch_of(*clips: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(c) for c in clips])
+    waveforms = torch.zeros(len(clips), int(lengths.max()))
+    for row, clip in enumerate(clips):
+        waveforms[row, :len(clip)] = torch.from_numpy(clip)
+    return waveforms, lengths
+
+
+def test_config_derived_sizes():
+    config = FeatureConfig()
+    assert (config.win_length, config.hop_length) == (400, 160)
+    assert config.num_frames(16_000) == 101
+    assert torch.equal(config.num_frames(torch.tensor([0, 159, 160, 16_001])), torch.tensor([1, 1, 2, 101]))
+
+
+@pytest.mark.parametrize("samples", [400, 1600, 16_001, 30_393])
+def test_output_shape_and_lengths(samples):
+    module = frontend().eval()
+    features, lengths = module(torch.randn(2, samples) * 0.1, torch.tensor([samples, samples // 2]))
+    assert features.shape == (2, samples // 160 + 1, 80)
+    assert features.dtype == torch.float32
+    assert lengths.tolist() == [samples // 160 + 1, (samples // 2) // 160 + 1]
+
+
+def test_eval_mode_is_deterministic_and_unmasked(speech):
+    module = frontend().eval()  # default config has SpecAugment on; eval must not apply it
+    waveforms, lengths = batch_of(speech)
+    first, _ = module(waveforms, lengths)
+    second, _ = module(waveforms, lengths)
+    assert torch.equal(first, second)
+    assert not (first[0] == 0).all(dim=0).any(), "a mel bin is zeroed in eval mode"
+    assert not (first[0] == 0).all(dim=1).any(), "a frame is zeroed in eval mode"
+    unmasked, _ = frontend(freq_masks=0, time_masks=0).train()(waveforms, lengths)
+    assert torch.equal(first, unmasked), "eval output should be the unaugmented training output"
+
+
+def test_train_mode_applies_masks(speech):
+    torch.manual_seed(0)
+    module = frontend(freq_masks=2, freq_mask_width=27, time_masks=2, time_mask_width=40,
+                      time_mask_max_ratio=0.2).train()
+    waveforms, lengths = batch_of(*[speech] * 4)
+    masked, _ = module(waveforms, lengths)
+    clean, _ = frontend().eval()(waveforms, lengths)
+    zero_bins = (masked == 0).all(dim=1)  # (batch, n_mels): mel bins zeroed over every frame
+    zero_frames = (masked == 0).all(dim=2)  # (batch, frames)
+    assert zero_bins.any(dim=1).all(), "each utterance should lose some mel bins"
+    assert zero_frames.any(dim=1).all(), "each utterance should lose some frames"
+    # Masks draw independently per utterance: identical inputs end up masked differently.
+    assert not torch.equal(masked[0], masked[1])
+    # Outside the masks the features are the clean ones.
+    keep = ~zero_bins[:, None, :] & ~zero_frames[:, :, None]
+    torch.testing.assert_close(masked[keep], clean[keep])
+    # No more than 2 masks of fewer than 27 bins / 0.2 * frames frames each.
+    assert zero_bins.sum(dim=1).max() <= 2 * 26
+    assert zero_frames.sum(dim=1).max() <= 2 * int(0.2 * masked.shape[1])
+
+
+def test_time_masks_are_limited_by_each_utterances_own_length(speech):
+    """``time_mask_max_ratio`` promises no more than that fraction of an utterance's frames per time mask.
+
+    A short utterance batched with a long one must not lose more of its own frames than
+    that; masks sized from the padded batch width break the promise.
+    """
+    short = speech[:16_000]  # 101 frames: one 5% time mask may cover at most 5 of them
+    long = np.concatenate([speech, speech[:16_000]])  # 291 frames
+    waveforms, lengths = batch_of(*[short] * 31, long)  # every row draws its own mask
+    module = frontend(freq_masks=0, time_masks=1, time_mask_width=40, time_mask_max_ratio=0.05).train()
+    torch.manual_seed(0)
+    features, frame_lengths = module(waveforms, lengths)
+    assert (frame_lengths[:31] == 101).all()
+    masked = (features[:31, :101] == 0).all(dim=2).sum(dim=1)  # masked frames of each short row
+    assert masked.max() <= int(0.05 * 101), (
+        f"a 5% time mask hid {int(masked.max())} of a short utterance's 101 frames: masks are sized "
+        "(and placed) by the padded batch width, not each utterance's own length")
+
+
+def test_normalisation_over_valid_frames_and_zero_padding(speech, digit):
+    waveforms, lengths = batch_of(speech, digit)
+    features, frame_lengths = frontend().eval()(waveforms, lengths)
+    for row, n in enumerate(frame_lengths.tolist()):
+        valid = features[row, :n]
+        torch.testing.assert_close(valid.mean(dim=0), torch.zeros(80), atol=1e-4, rtol=0)
+        torch.testing.assert_close(valid.std(dim=0, unbiased=False), torch.ones(80), atol=1e-2, rtol=0)
+        assert (features[row, n:] == 0).all()
+    assert frame_lengths[1] < features.shape[1], "the second clip should be padded"
+
+
+def test_normalize_per_utterance_directly():
+    features = torch.randn(2, 3, 10) * 5 + 7
+    out = normalize_per_utterance(features, torch.tensor([10, 4]))
+    torch.testing.assert_close(out[1, :, :4].mean(-1), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1, :, :4].std(-1, unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
+    assert (out[1, :, 4:] == 0).all()
+    # Padding content never reaches the valid frames.
+    changed = features.clone()
+    changed[1, :, 4:] = 1e6
+    assert torch.equal(normalize_per_utterance(changed, torch.tensor([10, 4])), out)
+
+
+def test_log_mel_of_valid_frames_does_not_depend_on_batch_padding(speech, digit):
+    """Before normalisation, only frames whose window reaches past an utterance's end may differ.
+
+    A centred STFT reflects the signal at the end of the tensor: alone, an utterance's last
+    frames see its reflection, in a padded batch they see zeros. The window is 400 samples
+    (200 either side of the frame centre), so with a 160-sample hop the last two frames
+    are affected. Every other frame must be identical.
+    """
+    module = frontend().eval()
+    waveforms, lengths = batch_of(speech, digit)
+    batched = torch.log(module.melspec(waveforms) + 1e-6)
+    alone = torch.log(module.melspec(torch.from_numpy(digit)[None]) + 1e-6)
+    n = alone.shape[-1]
+    assert n == len(digit) // 160 + 1
+    interior = [t for t in range(n) if t * 160 + 200 <= len(digit)]
+    assert len(interior) >= n - 2
+    torch.testing.assert_close(batched[1, :, interior], alone[0, :, interior], atol=1e-4, rtol=0)
+
+
+def test_padded_batch_gives_each_utterance_its_own_features(speech, digit):
+    """The front end's output for an utterance must not depend on what it is batched with.
+
+    Otherwise evaluation (batched) and transcription (one file at a time) see different
+    features for the same audio, and so may give different transcripts. Today the last
+    frames differ (reflection vs zero padding, see the test above), and per-utterance
+    normalisation spreads that difference over every frame, so all valid frames are compared.
+    """
+    module = frontend().eval()
+    waveforms, lengths = batch_of(speech, digit)
+    batched, frame_lengths = module(waveforms, lengths)
+    for row, clip in enumerate([speech, digit]):
+        alone, alone_lengths = module(torch.from_numpy(clip)[None], torch.tensor([len(clip)]))
+        n = int(alone_lengths[0])
+        assert n == frame_lengths[row]
+        difference = (batched[row, :n] - alone[0]).abs().max().item()
+        assert difference < 1e-4, (
+            f"utterance {row}: features in a padded batch differ from the utterance alone by {difference:.3f}")
+
+
+def test_log_mel_power_matches_librosa(speech):
+    module = frontend().eval()
+    ours = module.melspec(torch.from_numpy(speech)[None])[0].double().numpy()
+    reference = librosa.feature.melspectrogram(
+        y=speech.astype(np.float64), sr=16_000, n_fft=512, win_length=400, hop_length=160, n_mels=80,
+        htk=False, norm="slaney", center=True, pad_mode="reflect", power=2.0)
+    assert ours.shape == reference.shape == (80, len(speech) // 160 + 1)
+    audible = reference > 1e-6
+    assert audible.mean() > 0.5
+    log_difference = np.abs(np.log(ours[audible]) - np.log(reference[audible]))
+    assert log_difference.max() < 1e-2
+    np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-6)
+
+
+def test_frontend_ignores_autocast(speech):
+    """Features are computed in float32 even inside a bf16 autocast region."""
+    module = frontend().eval()
+    waveforms, lengths = batch_of(speech)
+    reference, _ = module(waveforms, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features, _ = module(waveforms, lengths)
+    assert features.dtype == torch.float32
+    torch.testing.assert_close(features, reference)
