@@ -119,7 +119,7 @@ def evaluate(
 
 @app.command("tune-lm")
 def tune_lm(
-    manifest: Annotated[Path, typer.Argument(help="A dev manifest (never the test set).")],
+    manifests: Annotated[list[Path], typer.Argument(help="Dev manifests (never the test set).")],
     lm: Annotated[Path, typer.Option("--lm", help="ARPA or binary KenLM model.")],
     model: ModelOption = None,
     beam_width: BeamWidthOption = 50,
@@ -134,7 +134,7 @@ def tune_lm(
 
     grid = [parse_floats(alphas, "--alphas"), parse_floats(betas, "--betas")]
     recognizer, beam = load(model, device, DecoderKind.beam, lm, None, None, beam_width=beam_width)
-    results = tune_lm_weights(recognizer, manifest, beam, *grid, progress=True)
+    results = tune_lm_weights(recognizer, manifests, beam, *grid, progress=True)
     beam.close()
     typer.echo(f"{'alpha':>6} {'beta':>6} {'WER':>7} {'CER':>7}")
     for alpha, beta, rates in results:

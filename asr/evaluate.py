@@ -71,11 +71,11 @@ def evaluate_manifest(recognizer: Recognizer, manifest: str | Path, decoder: Dec
     return error_rates(references, hypotheses)
 
 
-def tune_lm_weights(recognizer: Recognizer, manifest: str | Path, decoder: Decoder, alphas: Sequence[float],
+def tune_lm_weights(recognizer: Recognizer, manifests: Sequence[str | Path], decoder: Decoder, alphas: Sequence[float],
                     betas: Sequence[float], progress: bool = False) -> list[tuple[float, float, ErrorRates]]:
     """WER for every (alpha, beta) pair; the acoustic model runs once and its outputs are reused."""
-    utterances = read_manifest(manifest)
-    dataset = SpeechDataset(utterances, recognizer.vocabulary, source=str(manifest))
+    utterances = [utterance for manifest in manifests for utterance in read_manifest(manifest)]
+    dataset = SpeechDataset(utterances, recognizer.vocabulary, source=", ".join(map(str, manifests)))
     log_probs = dataset_log_probs(recognizer, dataset, progress=progress)
     references = [normalize_text(u.text) for u in utterances]
     results = []
