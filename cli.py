@@ -214,17 +214,25 @@ def prepare(
 
 def main() -> None:
     """Run the app, turning the package's input errors into one line and exit status 2."""
+    # Typer 0.29 vendors Click; its usage errors are raised to us only outside standalone mode.
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
     from asr.errors import AsrError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        app()
-    except AsrError as error:
-        typer.echo(f"error: {error}", err=True)
+        status = app(standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help())
+        sys.exit(0)
+    except (AsrError, UsageError) as error:
+        message = error.format_message() if isinstance(error, UsageError) else str(error)
+        typer.echo(f"error: {message}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":
