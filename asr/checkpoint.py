@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"{path}: not an asr checkpoint ({str(error).splitlines()[0][:120]})") from None
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines()[0][:120]  # torch bolds parts of it
+        raise CheckpointError(f"{path}: not an asr checkpoint ({reason})") from None
     if not isinstance(state, dict) or not MODEL_KEYS <= state.keys():
         raise CheckpointError(f"{path}: not an asr checkpoint (missing model, config or vocabulary)")
     return state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from asr.features import FeatureConfig
 from asr.model import ModelConfig
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 @dataclass
 class DataConfig:
     train: list[str] = field(default_factory=list)  # JSON Lines manifests; relative paths from the working folder
@@ -22,6 +26,13 @@ class DataConfig:
     batch_seconds: float = 120.0  # audio per batch, padding included
     max_duration: float = 20.0  # longer training utterances are skipped
     num_workers: int = 1
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        for key in ("batch_seconds", "max_duration"):
+            if getattr(self, key) <= 0:
+                yield key, f"must be positive, not {getattr(self, key)}"
+        if self.num_workers < 0:
+            yield "num_workers", f"must be zero or more, not {self.num_workers}"
 
 
 @dataclass
@@ -35,6 +46,19 @@ class TrainingConfig:
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
     seed: int = 0
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.epochs < 1:
+            yield "epochs", f"must be at least 1, not {self.epochs}"
+        for key in ("learning_rate", "grad_clip"):
+            if getattr(self, key) <= 0:
+                yield key, f"must be positive, not {getattr(self, key)}"
+        if self.weight_decay < 0 or self.warmup_steps < 0:
+            yield "weight_decay" if self.weight_decay < 0 else "warmup_steps", "must be zero or more"
+        if not 0 <= self.final_lr_ratio <= 1:
+            yield "final_lr_ratio", f"must be in [0, 1], not {self.final_lr_ratio}"
+        if self.precision not in PRECISIONS:
+            yield "precision", f"must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
+
 
 @dataclass
 class Config:
@@ -42,9 +66,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def load_config(path: str | Path) -> Config:
@@ -56,8 +77,6 @@ def load_config(path: str | Path) -> Config:
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     config = from_dict(Config, values, source=str(path))
-    if config.training.precision not in PRECISIONS:
-        raise ConfigError(f"{path}: training.precision must be one of {', '.join(PRECISIONS)}")
     if not config.data.train:
         raise ConfigError(f"{path}: data.train names no manifest")
     return config
@@ -81,21 +100,34 @@ def from_dict(cls: type, values: Any, source: str, prefix: str = "") -> Any:
             raise ConfigError(f"{source}: '{prefix}{key}' must be {_describe(kind)}, not {value!r}")
         else:
             kwargs[key] = float(value) if kind is float else value
-    return cls(**kwargs)
+    config = cls(**kwargs)
+    for key, problem in config.problems() if hasattr(config, "problems") else ():
+        raise ConfigError(f"{source}: '{prefix}{key}' {problem}")
+    return config
 
 
 def _matches(value: Any, kind: Any) -> bool:
     if typing.get_origin(kind) is list:
         (item,) = typing.get_args(kind)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is float:  # YAML 1.1 reads 3e-4 (no dot) as a string
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or _parses_as_float(value)
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
 
 
-def _describe(kind: Any) -> str:
+def _parses_as_float(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _describe(kind: Any, plural: bool = False) -> str:
     if typing.get_origin(kind) is list:
-        return f"a list of {_describe(typing.get_args(kind)[0])}s"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
+        return ("lists" if plural else "a list") + f" of {_describe(typing.get_args(kind)[0], plural=True)}"
+    singular, many = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+                      bool: ("true or false", "booleans")}[kind]
+    return many if plural else singular

@@ -6,6 +6,7 @@ the rest; ``tests/test_features.py`` holds its output against librosa's.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,20 @@ class FeatureConfig:
     freq_mask_width: int = 27
     time_masks: int = 2
     time_mask_width: int = 40
-    time_mask_max_ratio: float = 0.05  # no more than this fraction of frames per time mask
+    time_mask_max_ratio: float = 0.05  # no more than this fraction of an utterance's frames per time mask
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, what is wrong) for each value no front end can be built from."""
+        for key in ("sample_rate", "n_mels", "window_ms", "hop_ms", "n_fft"):
+            if getattr(self, key) <= 0:
+                yield key, f"must be positive, not {getattr(self, key)}"
+        if self.win_length > self.n_fft:
+            yield "window_ms", f"gives a window of {self.win_length} samples, longer than n_fft ({self.n_fft})"
+        for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+            if getattr(self, key) < 0:
+                yield key, f"must be zero or more, not {getattr(self, key)}"
+        if not 0 <= self.time_mask_max_ratio <= 1:
+            yield "time_mask_max_ratio", f"must be in [0, 1], not {self.time_mask_max_ratio}"
 
     @property
     def hop_length(self) -> int:
@@ -42,40 +56,69 @@ class FeatureConfig:
         return num_samples // self.hop_length + 1
 
 
+def reflect_pad_each(waveforms: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad every row by ``pad`` samples on both sides with reflections of its own ends.
+
+    A centred STFT over a zero-padded batch would see the padding in an utterance's last
+    frames; padding each row at its own end gives every utterance the features it has alone.
+    Rows shorter than ``pad + 1`` samples are reflected as far as they reach, then clamped.
+    """
+    positions = torch.arange(waveforms.shape[1] + 2 * pad, device=waveforms.device) - pad
+    last = (lengths - 1).clamp(min=0)[:, None]
+    index = positions.abs().expand(len(lengths), -1)
+    index = torch.where(index > last, 2 * last - index, index).clamp(min=0)
+    index = torch.minimum(index, last)
+    return waveforms.gather(1, index)
+
+
+def random_masks(lengths: torch.Tensor, size: int, count: int, max_width: torch.Tensor) -> torch.Tensor:
+    """(batch, size) boolean mask of ``count`` random bands per row, each up to that row's ``max_width``
+    wide and inside its first ``lengths`` positions (SpecAugment's masking)."""
+    batch = len(lengths)
+    widths = (torch.rand(batch, count, device=lengths.device) * (max_width[:, None] + 1)).long()
+    starts = (torch.rand(batch, count, device=lengths.device) * (lengths[:, None] - widths + 1).clamp(min=1)).long()
+    position = torch.arange(size, device=lengths.device)[None, None, :]
+    inside = (position >= starts[:, :, None]) & (position < (starts + widths)[:, :, None])
+    return inside.any(dim=1)
+
+
 class LogMelFrontend(nn.Module):
     """Waveforms (batch, samples) -> normalised log-mel features (batch, frames, n_mels)."""
 
     def __init__(self, config: FeatureConfig):
         super().__init__()
         self.config = config
+        # Centring is done by reflect_pad_each, one utterance at a time.
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=config.sample_rate, n_fft=config.n_fft, win_length=config.win_length,
-            hop_length=config.hop_length, n_mels=config.n_mels, power=2.0, center=True,
-            pad_mode="reflect", norm="slaney", mel_scale="slaney",
-        )
-        self.freq_masks = nn.ModuleList(
-            torchaudio.transforms.FrequencyMasking(config.freq_mask_width, iid_masks=True)
-            for _ in range(config.freq_masks)
-        )
-        self.time_masks = nn.ModuleList(
-            torchaudio.transforms.TimeMasking(config.time_mask_width, iid_masks=True, p=config.time_mask_max_ratio)
-            for _ in range(config.time_masks)
+            hop_length=config.hop_length, n_mels=config.n_mels, power=2.0, center=False,
+            norm="slaney", mel_scale="slaney",
         )
 
     @torch.autocast(device_type="cuda", enabled=False)
     @torch.autocast(device_type="cpu", enabled=False)
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         frame_lengths = self.config.num_frames(lengths)
-        power = self.melspec(waveforms.float())
-        features = torch.log(power + 1e-6)  # (batch, n_mels, frames)
+        features = torch.log(self.mel_power(waveforms, lengths) + 1e-6)  # (batch, n_mels, frames)
         features = normalize_per_utterance(features, frame_lengths)
         if self.training:
-            # The masks take (batch, channel, freq, time) to draw one mask per utterance.
-            features = features.unsqueeze(1)
-            for mask in [*self.freq_masks, *self.time_masks]:
-                features = mask(features)
-            features = features.squeeze(1)
+            features = self.spec_augment(features, frame_lengths)
         return features.transpose(1, 2).contiguous(), frame_lengths
+
+    def mel_power(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mel power spectra (batch, n_mels, frames) of a centred STFT, each row centred on its own."""
+        return self.melspec(reflect_pad_each(waveforms.float(), lengths, self.config.n_fft // 2))
+
+    def spec_augment(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Zero random frequency bands and time spans; time masks are sized by each utterance's length."""
+        config = self.config
+        batch, n_mels, frames = features.shape
+        mel_count = torch.full_like(frame_lengths, n_mels)
+        freq = random_masks(mel_count, n_mels, config.freq_masks, torch.full_like(frame_lengths, config.freq_mask_width))
+        time_width = torch.minimum(torch.full_like(frame_lengths, config.time_mask_width),
+                                   (frame_lengths * config.time_mask_max_ratio).long())
+        time = random_masks(frame_lengths, frames, config.time_masks, time_width)
+        return features.masked_fill(freq[:, :, None] | time[:, None, :], 0.0)
 
 
 def normalize_per_utterance(features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,20 @@
-"""The acoustic model: DeepSpeech2's convolutional front, stacked bidirectional LSTMs, CTC output."""
+"""The acoustic model: DeepSpeech2's convolutional front, stacked recurrent layers, CTC output.
+
+The recurrent core is an LSTM, GRU or vanilla (tanh) RNN, read both ways or forward
+only; a forward-only model gets DeepSpeech2's lookahead convolution over a few future
+frames so that it still sees some right context.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+RNN_TYPES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+NORMS = ("none", "layer", "batch")
 
 
 @dataclass
@@ -14,9 +23,31 @@ class ModelConfig:
     conv_kernel: list[int] = field(default_factory=lambda: [5, 11])  # (time, frequency)
     # Strides of the two convolutions as (time, frequency); time strides multiply to 2.
     conv_strides: list[list[int]] = field(default_factory=lambda: [[2, 2], [1, 2]])
+    rnn_type: str = "lstm"  # lstm | gru | rnn (vanilla tanh)
+    bidirectional: bool = True
     rnn_layers: int = 3
     rnn_hidden: int = 256
+    norm: str = "none"  # between recurrent layers: none | layer | batch (DeepSpeech2's sequence-wise)
+    lookahead: int = 20  # future frames seen by a forward-only model's lookahead convolution
     dropout: float = 0.1
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, what is wrong) for each value no model can be built from."""
+        if self.rnn_type not in RNN_TYPES:
+            yield "rnn_type", f"must be one of {', '.join(RNN_TYPES)}, not {self.rnn_type!r}"
+        if self.norm not in NORMS:
+            yield "norm", f"must be one of {', '.join(NORMS)}, not {self.norm!r}"
+        for key in ("rnn_layers", "rnn_hidden", "conv_channels"):
+            if getattr(self, key) < 1:
+                yield key, f"must be a positive integer, not {getattr(self, key)}"
+        if self.lookahead < 0:
+            yield "lookahead", f"must be zero or more, not {self.lookahead}"
+        if not 0 <= self.dropout < 1:
+            yield "dropout", f"must be in [0, 1), not {self.dropout}"
+        if len(self.conv_kernel) != 2 or min(self.conv_kernel) < 1:
+            yield "conv_kernel", "must be two positive integers: [time, frequency]"
+        if len(self.conv_strides) != 2 or any(len(s) != 2 or min(s) < 1 for s in self.conv_strides):
+            yield "conv_strides", "must be two [time, frequency] pairs of positive integers"
 
 
 class ConvFront(nn.Module):
@@ -42,14 +73,30 @@ class ConvFront(nn.Module):
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for stride in self.time_strides:
-            lengths = (lengths + 2 * (self.kernel_time // 2) - self.kernel_time) // stride + 1
+            lengths = self._block_lengths(lengths, stride)
         return lengths
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(batch, frames, n_mels) -> (batch, frames', channels * freq')."""
-        x = self.layers(features.unsqueeze(1))  # (batch, channels, frames', freq')
+    def _block_lengths(self, lengths: torch.Tensor, stride: int) -> torch.Tensor:
+        return (lengths + 2 * (self.kernel_time // 2) - self.kernel_time) // stride + 1
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, n_mels) -> (batch, frames', channels * freq').
+
+        Each block's output past an utterance's own length is zeroed (deepspeech.pytorch's
+        MaskConv), so padding, and batch norm's shift of it, never reaches valid frames.
+        """
+        x = (features * valid_frames(features, lengths)[:, :, None]).unsqueeze(1)  # (batch, 1, frames, freq)
+        for block, stride in zip(range(0, len(self.layers), 3), self.time_strides):
+            x = self.layers[block + 2](self.layers[block + 1](self.layers[block](x)))
+            lengths = self._block_lengths(lengths, stride)
+            x = x * (torch.arange(x.shape[2], device=x.device) < lengths[:, None])[:, None, :, None]
         batch, channels, frames, freq = x.shape
         return x.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq)
+
+
+def valid_frames(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(batch, time) mask of the frames inside each utterance."""
+    return torch.arange(x.shape[1], device=x.device) < lengths[:, None]
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -59,23 +106,56 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[:, :, None].expand_as(x))
 
 
-class BidirectionalLSTM(nn.Module):
-    """A bidirectional LSTM layer on padded batches whose outputs equal a packed sequence's.
+class RecurrentLayer(nn.Module):
+    """One recurrent layer on padded batches whose outputs equal a packed sequence's.
 
     The forward pass reads padding only after each utterance's last frame; the backward
     pass reads each utterance reversed within its length, so padding never reaches a
     valid frame. On the CPU this runs several times faster than packed sequences.
     """
 
-    def __init__(self, input_size: int, hidden_size: int):
+    def __init__(self, rnn_type: str, input_size: int, hidden_size: int, bidirectional: bool):
         super().__init__()
-        self.forward_rnn = nn.LSTM(input_size, hidden_size, batch_first=True)
-        self.backward_rnn = nn.LSTM(input_size, hidden_size, batch_first=True)
+        rnn = RNN_TYPES[rnn_type]
+        self.forward_rnn = rnn(input_size, hidden_size, batch_first=True)
+        self.backward_rnn = rnn(input_size, hidden_size, batch_first=True) if bidirectional else None
+        self.output_size = hidden_size * (2 if bidirectional else 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         forward, _ = self.forward_rnn(x)
+        if self.backward_rnn is None:
+            return forward
         backward, _ = self.backward_rnn(reverse_padded(x, lengths))
         return torch.cat([forward, reverse_padded(backward, lengths)], dim=-1)
+
+
+class SequenceBatchNorm(nn.BatchNorm1d):
+    """Batch norm over the valid frames of all utterances (DeepSpeech2's sequence-wise normalisation)."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = valid_frames(x, lengths)
+        out = torch.zeros_like(x)
+        out[mask] = super().forward(x[mask]).to(x.dtype)
+        return out
+
+
+class MaskedLayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+
+class Lookahead(nn.Module):
+    """DeepSpeech2's row convolution: each frame mixes in the next ``context`` frames, feature by feature."""
+
+    def __init__(self, size: int, context: int):
+        super().__init__()
+        self.context = context
+        self.conv = nn.Conv1d(size, size, kernel_size=context + 1, groups=size, bias=False)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = x * valid_frames(x, lengths)[:, :, None]  # a forward RNN's outputs over padding are not zero
+        x = nn.functional.pad(x.transpose(1, 2), (0, self.context))
+        return nn.functional.hardtanh(self.conv(x).transpose(1, 2), 0, 20)
 
 
 class AcousticModel(nn.Module):
@@ -85,21 +165,29 @@ class AcousticModel(nn.Module):
         super().__init__()
         self.config = config
         self.conv = ConvFront(config, n_mels)
-        self.rnns = nn.ModuleList(
-            BidirectionalLSTM(self.conv.output_size if layer == 0 else 2 * config.rnn_hidden, config.rnn_hidden)
-            for layer in range(config.rnn_layers)
-        )
+        self.rnns = nn.ModuleList()
+        size = self.conv.output_size
+        for _ in range(config.rnn_layers):
+            self.rnns.append(RecurrentLayer(config.rnn_type, size, config.rnn_hidden, config.bidirectional))
+            size = self.rnns[-1].output_size
+        norm = {"none": None, "layer": MaskedLayerNorm, "batch": SequenceBatchNorm}[config.norm]
+        self.norms = nn.ModuleList(norm(size) for _ in range(config.rnn_layers - 1)) if norm else None
+        self.lookahead = Lookahead(size, config.lookahead) if not config.bidirectional and config.lookahead else None
         self.dropout = nn.Dropout(config.dropout)
-        self.output = nn.Linear(2 * config.rnn_hidden, vocab_size)
+        self.output = nn.Linear(size, vocab_size)
 
     def output_lengths(self, feature_lengths: torch.Tensor) -> torch.Tensor:
         return self.conv.output_lengths(feature_lengths)
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns log-probabilities (batch, frames, vocab) and each utterance's frame count."""
-        x = self.conv(features)
+        x = self.conv(features, feature_lengths)
         lengths = self.output_lengths(feature_lengths).clamp(min=1, max=x.shape[1])
         for layer, rnn in enumerate(self.rnns):
-            x = rnn(self.dropout(x) if layer > 0 else x, lengths)
+            if layer > 0:
+                x = self.dropout(self.norms[layer - 1](x, lengths) if self.norms is not None else x)
+            x = rnn(x, lengths)
+        if self.lookahead is not None:
+            x = self.lookahead(x, lengths)
         logits = self.output(self.dropout(x))
         return logits.float().log_softmax(dim=-1), lengths

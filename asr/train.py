@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import logging
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -26,7 +27,10 @@ from asr.text import Vocabulary, normalize_text
 log = logging.getLogger("asr.train")
 
 LOG_FIELDS = ["epoch", "step", "train_loss", "dev_wer", "dev_cer", "learning_rate", "epoch_seconds",
-              "audio_seconds_per_second", "dropped_utterances"]
+              "audio_seconds_per_second", "dropped_utterances", "grad_norm_median", "grad_norm_max", "clip_fraction",
+              "skipped_steps"]
+STEP_FIELDS = ["epoch", "step", "loss", "grad_norm", "clipped", "learning_rate"]
+MAX_BAD_STEPS_IN_A_ROW = 20
 
 
 def autocast_settings(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -114,8 +118,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
         scaler.load_state_dict(state["scaler"])
         start_epoch, step, best_wer = state["epoch"] + 1, state["step"], state["best_wer"]
         log.info("resuming after epoch %d from %s", state["epoch"], out_dir / "last.pt")
-    elif not resume:
+    else:
         (out_dir / "log.csv").write_text(",".join(LOG_FIELDS) + "\n")
+        (out_dir / "steps.csv").write_text(",".join(STEP_FIELDS) + "\n")
     (out_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
     log.info("%d training utterances (%.1f h), %d dev, %d batches per epoch, %.1fM parameters, %s%s",
@@ -128,6 +133,8 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
         model.train()
         frontend.train()
         started, audio_seconds, loss_sum, utterances_seen = time.perf_counter(), 0.0, 0.0, 0
+        grad_norms, skipped, bad_in_a_row = [], 0, 0
+        step_log = open(out_dir / "steps.csv", "a", newline="")
         bar = tqdm(loader, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False)
         for batch in bar:
             batch = batch.to(device)
@@ -140,17 +147,32 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
+            # The global norm before clipping: where vanishing or exploding gradients show.
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
+            finite = math.isfinite(grad_norm) and math.isfinite(loss.item())
+            if finite or use_scaler:  # fp16's scaler skips non-finite steps itself and lowers its scale
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+            if not finite:
+                skipped += 1
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW and not use_scaler:
+                    raise AsrError(f"training diverged: {bad_in_a_row} steps in a row had a non-finite loss or "
+                                   f"gradients (try a lower training.learning_rate)")
+                continue
+            bad_in_a_row = 0
+            grad_norms.append(grad_norm)
+            csv.writer(step_log).writerow([epoch, step, f"{loss.item():.4f}", f"{grad_norm:.4f}",
+                                           int(grad_norm > settings.grad_clip), f"{scheduler.get_last_lr()[0]:.3g}"])
 
             loss_sum += loss.item() * batch_size
             utterances_seen += batch_size
             audio_seconds += batch.lengths.sum().item() / config.features.sample_rate
             bar.set_postfix(loss=f"{loss.item():.3f}", audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
         bar.close()
+        step_log.close()
         epoch_seconds = time.perf_counter() - started
 
         dev_wer = dev_cer = math.nan
@@ -160,14 +182,20 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
             rates = error_rates([normalize_text(u.text) for u in dev_set.utterances], hypotheses)
             dev_wer, dev_cer = rates.wer, rates.cer
 
-        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / utterances_seen, "dev_wer": dev_wer,
+        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / utterances_seen if utterances_seen else math.nan, "dev_wer": dev_wer,
                "dev_cer": dev_cer, "learning_rate": scheduler.get_last_lr()[0], "epoch_seconds": epoch_seconds,
-               "audio_seconds_per_second": audio_seconds / epoch_seconds, "dropped_utterances": dropped}
+               "audio_seconds_per_second": audio_seconds / epoch_seconds, "dropped_utterances": dropped,
+               "grad_norm_median": statistics.median(grad_norms) if grad_norms else math.nan,
+               "grad_norm_max": max(grad_norms, default=math.nan),
+               "clip_fraction": sum(n > settings.grad_clip for n in grad_norms) / max(1, len(grad_norms)),
+               "skipped_steps": skipped}
         with open(out_dir / "log.csv", "a", newline="") as log_file:
             csv.DictWriter(log_file, LOG_FIELDS).writerow(row)
-        plot_log(out_dir / "log.csv", out_dir / "training.png")
-        log.info("epoch %d: train loss %.3f, dev WER %.2f%%, CER %.2f%%, %.0f s (%.1f s of audio per second)",
-                 epoch, row["train_loss"], 100 * dev_wer, 100 * dev_cer, epoch_seconds, row["audio_seconds_per_second"])
+        plot_log(out_dir, settings.grad_clip)
+        log.info("epoch %d: train loss %.3f, dev WER %.2f%%, CER %.2f%%, %.0f s (%.1f s of audio per second), "
+                 "gradient norm median %.2f, clipped %.0f%% of steps%s", epoch, row["train_loss"], 100 * dev_wer,
+                 100 * dev_cer, epoch_seconds, row["audio_seconds_per_second"], row["grad_norm_median"],
+                 100 * row["clip_fraction"], f", {skipped} non-finite steps skipped" if skipped else "")
 
         improved = not dev_wer >= best_wer  # also true when there is no dev set (NaN)
         best_wer = dev_wer if improved else best_wer
@@ -181,23 +209,29 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
     return out_dir / "best.pt"
 
 
-def plot_log(log_csv: Path, png: Path) -> None:
-    """Training loss and dev WER per epoch, side by side."""
+def plot_log(out_dir: Path, grad_clip: float) -> None:
+    """``training.png``: loss and dev error rates per epoch, and the gradient norm of every step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(log_csv, newline="") as log_file:
+    with open(out_dir / "log.csv", newline="") as log_file:
         rows = list(csv.DictReader(log_file))
+    with open(out_dir / "steps.csv", newline="") as step_file:
+        steps = list(csv.DictReader(step_file))
     epochs = [int(r["epoch"]) for r in rows]
-    figure, (loss_axis, wer_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (loss_axis, wer_axis, grad_axis) = plt.subplots(1, 3, figsize=(15, 4))
     loss_axis.plot(epochs, [float(r["train_loss"]) for r in rows], marker="o")
     loss_axis.set(xlabel="epoch", ylabel="CTC loss per utterance", title="training loss", yscale="log")
     wer_axis.plot(epochs, [100 * float(r["dev_wer"]) for r in rows], marker="o", label="WER")
     wer_axis.plot(epochs, [100 * float(r["dev_cer"]) for r in rows], marker="o", label="CER")
     wer_axis.set(xlabel="epoch", ylabel="%", title="dev error rates")
     wer_axis.legend()
+    grad_axis.plot([int(r["step"]) for r in steps], [float(r["grad_norm"]) for r in steps], linewidth=0.6)
+    grad_axis.axhline(grad_clip, color="red", linestyle="--", linewidth=1, label=f"clipped above {grad_clip:g}")
+    grad_axis.set(xlabel="step", ylabel="global gradient norm (before clipping)", title="gradients", yscale="log")
+    grad_axis.legend()
     figure.tight_layout()
-    figure.savefig(png, dpi=100)
+    figure.savefig(out_dir / "training.png", dpi=100)
     plt.close(figure)

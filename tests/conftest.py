@@ -9,13 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 AN4 = DATA / "an4"
 FSDD = DATA / "fsdd"
 SAMPLES = DATA / "samples"
-LJ_TEXT = "in being comparatively modern"
+
+# The tests' tensors are tiny: one thread avoids thread start-up and contention with
+# whatever else is using the CPU (a training run, say), which otherwise costs seconds.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +46,7 @@ def fsdd_prepared(tmp_path_factory) -> Path:
 def run_cli(*args: str | os.PathLike, cwd: str | os.PathLike | None = None, timeout: float = 300
             ) -> subprocess.CompletedProcess:
     """Run the ``asr`` command exactly as the console script does (``cli.main``), in a subprocess."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=timeout)
 

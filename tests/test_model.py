@@ -1,4 +1,4 @@
-"""The acoustic model: convolution arithmetic, the padded bidirectional LSTM, and mixed precision."""
+"""The acoustic model: convolution arithmetic, padded recurrent layers vs packed sequences, and mixed precision."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from asr.model import AcousticModel, BidirectionalLSTM, ConvFront, ModelConfig, reverse_padded
+from asr.model import RNN_TYPES, AcousticModel, ConvFront, ModelConfig, RecurrentLayer, reverse_padded
 
 SMALL = dict(conv_channels=4, rnn_layers=2, rnn_hidden=16, dropout=0.0)
 
@@ -30,9 +30,9 @@ def test_output_shape_and_lengths_follow_conv_arithmetic(kernel, strides):
     assert out_lengths.tolist() == expected
     assert model.output_lengths(lengths).tolist() == expected
     # The real convolution output has exactly that many frames.
-    assert model.conv(torch.randn(1, 57, 40)).shape[1] == expected[0]
+    assert model.conv(torch.randn(1, 57, 40), torch.tensor([57])).shape[1] == expected[0]
     # Frequency arithmetic: the first RNN's input size matches what the convolutions produce.
-    assert model.conv(torch.randn(1, 57, 40)).shape[2] == model.conv.output_size
+    assert model.conv(torch.randn(1, 57, 40), torch.tensor([57])).shape[2] == model.conv.output_size
     assert log_probs.dtype == torch.float32
     torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(4, expected[0]))
 
@@ -51,10 +51,11 @@ def test_reverse_padded():
     assert torch.equal(reverse_padded(out, torch.tensor([5, 3])), x)
 
 
-def packed_reference(layer: BidirectionalLSTM) -> nn.LSTM:
-    """nn.LSTM(bidirectional=True) with the layer's two directions' weights."""
+def packed_reference(layer: RecurrentLayer, rnn_type: str) -> nn.Module:
+    """The same kind of torch RNN with bidirectional=True, holding the layer's two directions' weights:
+    forward_rnn's as ``*_l0``, backward_rnn's as ``*_l0_reverse``."""
     forward, backward = layer.forward_rnn, layer.backward_rnn
-    reference = nn.LSTM(forward.input_size, forward.hidden_size, batch_first=True, bidirectional=True)
+    reference = RNN_TYPES[rnn_type](forward.input_size, forward.hidden_size, batch_first=True, bidirectional=True)
     with torch.no_grad():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(reference, f"{name}_l0").copy_(getattr(forward, f"{name}_l0"))
@@ -62,47 +63,121 @@ def packed_reference(layer: BidirectionalLSTM) -> nn.LSTM:
     return reference
 
 
-def test_bidirectional_lstm_equals_packed_sequences():
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru", "rnn"])
+def test_bidirectional_layer_equals_packed_sequences(rnn_type):
     torch.manual_seed(0)
-    layer = BidirectionalLSTM(6, 8)
+    layer = RecurrentLayer(rnn_type, 6, 8, bidirectional=True)
     lengths = torch.tensor([9, 4, 7, 1])
     x = torch.randn(4, 9, 6)
     out = layer(x, lengths)
-    assert out.shape == (4, 9, 16)
+    assert out.shape == (4, 9, 16) and layer.output_size == 16
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    expected, _ = nn.utils.rnn.pad_packed_sequence(packed_reference(layer)(packed)[0], batch_first=True)
+    expected, _ = nn.utils.rnn.pad_packed_sequence(packed_reference(layer, rnn_type)(packed)[0], batch_first=True)
     for row, n in enumerate(lengths.tolist()):
         torch.testing.assert_close(out[row, :n], expected[row, :n], atol=1e-5, rtol=0)
-    # The backward half of the first output frame summarises the whole utterance, not the padding.
-    torch.testing.assert_close(out[1, 0, 8:], expected[1, 0, 8:], atol=1e-5, rtol=0)
 
 
-def test_padding_content_does_not_change_valid_outputs():
+def test_forward_only_layer():
+    torch.manual_seed(0)
+    layer = RecurrentLayer("lstm", 6, 8, bidirectional=False)
+    x = torch.randn(2, 9, 6)
+    out = layer(x, torch.tensor([9, 5]))
+    assert out.shape == (2, 9, 8) and layer.output_size == 8
+    torch.testing.assert_close(out, layer.forward_rnn(x)[0])
+
+
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_recurrent_layer_ignores_padding_content(rnn_type):
     torch.manual_seed(1)
-    model = AcousticModel(ModelConfig(**SMALL), n_mels=20, vocab_size=29).eval()
-    features = torch.randn(3, 40, 20)
-    lengths = torch.tensor([40, 25, 12])
-    out, out_lengths = model(features, lengths)
-    noisy = features.clone()
+    layer = RecurrentLayer(rnn_type, 6, 8, bidirectional=True)
+    lengths = torch.tensor([9, 4, 6])
+    x = torch.randn(3, 9, 6)
+    noisy = x.clone()
     for row, n in enumerate(lengths.tolist()):
         noisy[row, n:] = torch.randn_like(noisy[row, n:]) * 100
-    noisy_out, _ = model(noisy, lengths)
-    # The convolutions see a few padded frames at the edge (kernel 5, stride 2): only the
-    # output frames whose receptive field lies inside the utterance are compared. With zero
-    # padding (what the front end gives) the comparison covers all valid frames, below.
-    for row, n in enumerate(out_lengths.tolist()):
-        inside = (lengths[row].item() - 2 - 2) // 2  # conv 1 reaches 2 frames right, conv 2 one more frame of conv 1
-        assert inside >= n - 2
-        torch.testing.assert_close(noisy_out[row, :inside], out[row, :inside], atol=1e-5, rtol=0)
-    # Alone vs in a zero-padded batch: identical on every valid frame.
-    zero_padded = features.clone()
+    out, noisy_out = layer(x, lengths), layer(noisy, lengths)
     for row, n in enumerate(lengths.tolist()):
-        zero_padded[row, n:] = 0
-    batched, _ = model(zero_padded, lengths)
-    for row, n in enumerate(lengths.tolist()):
-        alone, alone_lengths = model(features[row:row + 1, :n], lengths[row:row + 1])
-        assert alone_lengths.item() == out_lengths[row]
-        torch.testing.assert_close(batched[row, :out_lengths[row]], alone[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(noisy_out[row, :n], out[row, :n], atol=1e-5, rtol=0)
+        alone = layer(x[row:row + 1, :n], lengths[row:row + 1])
+        torch.testing.assert_close(out[row, :n], alone[0], atol=1e-5, rtol=0)
+
+
+def batched_and_alone(model: AcousticModel, lengths: list[int], n_mels: int = 20, noise: float = 0.0):
+    """Yield (batched, alone) log-probabilities of each utterance's valid frames."""
+    features = torch.randn(len(lengths), max(lengths), n_mels)
+    padded = features.clone()
+    for row, n in enumerate(lengths):
+        padded[row, n:] = torch.randn_like(padded[row, n:]) * noise
+    batched, out_lengths = model(padded, torch.tensor(lengths))
+    for row, n in enumerate(lengths):
+        alone, alone_lengths = model(features[row:row + 1, :n], torch.tensor([n]))
+        assert int(alone_lengths[0]) == out_lengths[row] == alone.shape[1]
+        yield batched[row, :alone.shape[1]], alone[0]
+
+
+class FrameWise(nn.Module):
+    """A stand-in for the convolutions without time context: a per-frame linear map, lengths unchanged."""
+
+    def __init__(self, n_mels: int, output_size: int):
+        super().__init__()
+        self.linear = nn.Linear(n_mels, output_size)
+        self.time_strides = [1]
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.linear(features)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths
+
+
+@pytest.mark.parametrize("config", [
+    dict(),
+    dict(rnn_type="gru", norm="batch"),
+    dict(norm="layer"),
+    dict(rnn_type="rnn", bidirectional=False, lookahead=3),
+], ids=["bilstm", "bigru-batchnorm", "bilstm-layernorm", "rnn-lookahead"])
+def test_recurrent_stack_ignores_padding(config):
+    """Between the convolutions and the output, nothing lets padding reach a valid frame:
+    normalisation and lookahead between the recurrent layers respect each utterance's length."""
+    torch.manual_seed(1)
+    model = AcousticModel(ModelConfig(**{**SMALL, **config}), n_mels=20, vocab_size=29)
+    model.conv = FrameWise(20, model.conv.output_size)
+    model.train()  # sequence-wise batch norm must collect its statistics over valid frames only...
+    for _ in range(3):
+        model(torch.randn(3, 40, 20) * 100, torch.tensor([40, 25, 12]))  # (padding here is huge)
+    model.eval()  # ...so that they stay sane
+    for batched, alone in batched_and_alone(model, [40, 25, 12], noise=100.0):
+        torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0)
+
+
+def trained_like(model: AcousticModel) -> AcousticModel:
+    """Batch norm statistics and affine parameters as training leaves them, not the identity of a new model."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def test_padding_does_not_change_valid_outputs():
+    """An utterance's log-probabilities must not depend on its batch's padding.
+
+    The first convolution's output frames just past an utterance's length still overlap its
+    last input frames (kernel 5, stride 2), and after batch norm even an all-padding frame
+    is not zero; the second convolution reads both into the utterance's last valid frames,
+    where the utterance alone sees zero padding, and the backward LSTM carries the difference
+    into every frame. Zeroing each convolution's output beyond the utterance's length
+    (as deepspeech.pytorch's MaskConv does) makes the outputs independent of the batch.
+    """
+    torch.manual_seed(1)
+    model = trained_like(AcousticModel(ModelConfig(**SMALL), n_mels=20, vocab_size=29))
+    for noise in (0.0, 100.0):  # zero padding (what the front end gives), then any padding at all
+        for row, (batched, alone) in enumerate(batched_and_alone(model, [40, 25, 12], noise=noise)):
+            torch.testing.assert_close(batched, alone, atol=1e-5, rtol=0, msg=lambda m: (
+                f"utterance {row}, padding noise {noise}: batched output differs from the utterance alone\n{m}"))
 
 
 def test_dropout_only_in_training():

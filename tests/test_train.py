@@ -1,0 +1,170 @@
+"""Training end to end through the real command line: a tiny model overfits eight utterances.
+
+`asr train` runs once per session (about 20 s on one core); evaluation, transcription and
+resuming then use its output. The run is deterministic: one thread, fixed seed, no
+SpecAugment, no dropout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import yaml
+
+from asr.checkpoint import load_checkpoint
+from asr.config import load_config
+from asr.data import read_manifest, write_manifest
+from conftest import assert_one_line_error, run_cli
+
+# Eight short utterances: four AN4 words (both speakers) and four FSDD digits.
+CHOSEN = {"an253-fash-b": "go", "an254-fash-b": "yes", "an199-mgah-b": "no", "an200-mgah-b": "start",
+          "7_george_0": "seven", "3_jackson_0": "three", "0_jackson_0": "zero", "5_george_0": "five"}
+EPOCHS = 16
+REPEATS = 4  # each utterance appears four times an epoch: more steps per epoch, less per-epoch overhead
+
+
+def config_text(train_manifest, dev_manifest, epochs: int) -> str:
+    return yaml.safe_dump({
+        "features": {"freq_masks": 0, "time_masks": 0},
+        "model": {"conv_channels": 8, "rnn_layers": 1, "rnn_hidden": 128, "dropout": 0.0},
+        "data": {"train": [str(train_manifest)], "dev": [str(dev_manifest)], "batch_seconds": 1.5, "num_workers": 0},
+        "training": {"epochs": epochs, "learning_rate": 0.02, "warmup_steps": 10, "final_lr_ratio": 0.3,
+                     "weight_decay": 0.0, "grad_clip": 50.0, "precision": "fp32", "seed": 0},
+    })
+
+
+@pytest.fixture(scope="module")
+def manifests(an4_prepared, fsdd_prepared, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    pool = [u for prepared in (an4_prepared, fsdd_prepared) for split in ("train", "dev")
+            for u in read_manifest(prepared / f"{split}.jsonl")]
+    chosen = sorted((u for u in pool if u.audio_filepath.stem in CHOSEN), key=lambda u: u.audio_filepath.stem)
+    assert [u.text for u in chosen] == [CHOSEN[u.audio_filepath.stem] for u in chosen] and len(chosen) == 8
+    assert max(u.duration for u in chosen) <= 1.0
+    write_manifest(folder / "tiny.jsonl", chosen)
+    write_manifest(folder / "tiny_repeated.jsonl", chosen * REPEATS)
+    return folder / "tiny_repeated.jsonl", folder / "tiny.jsonl"
+
+
+@pytest.fixture(scope="module")
+def trained(manifests, tmp_path_factory):
+    """(run folder, config file) of one `asr train` run."""
+    folder = tmp_path_factory.mktemp("train")
+    config = folder / "config.yaml"
+    config.write_text(config_text(*manifests, EPOCHS))
+    result = run_cli("train", "--config", config, "--out", folder / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"best checkpoint: {folder / 'run' / 'best.pt'}" in result.stdout
+    return folder / "run", config
+
+
+def read_log(run):
+    with open(run / "log.csv", newline="") as log_file:
+        return list(csv.DictReader(log_file))
+
+
+def test_training_writes_checkpoints_log_plot_and_config(trained):
+    run, config = trained
+    for name in ("last.pt", "best.pt", "log.csv", "training.png", "config.yaml"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    assert (run / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert load_config(run / "config.yaml") == load_config(config)
+    rows = read_log(run)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    steps = [int(r["step"]) for r in rows]
+    assert steps[0] > 1 and all(b - a == steps[0] for a, b in zip(steps, steps[1:])), steps
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < losses[0] / 10, losses
+    assert all(0 <= float(r["dev_cer"]) <= 1 for r in rows)
+    last = load_checkpoint(run / "last.pt")
+    assert (last["epoch"], last["step"]) == (EPOCHS, steps[-1])
+    assert {"optimizer", "scheduler"} <= last.keys()
+    assert "optimizer" not in load_checkpoint(run / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, manifests, tmp_path_factory):
+    run, _ = trained
+    errors = tmp_path_factory.mktemp("evaluate") / "errors.jsonl"
+    result = run_cli("evaluate", manifests[0], "--model", run / "best.pt", "--json", "--errors", errors)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, errors
+
+
+def test_overfit_model_transcribes_its_training_data(evaluated, manifests):
+    result, _ = evaluated
+    rates = json.loads(result.stdout)  # --json: stdout is exactly one JSON object
+    assert rates["utterances"] == 8 * REPEATS
+    assert rates["words"] == sum(len(text.split()) for text in CHOSEN.values()) * REPEATS
+    assert rates["cer"] <= 0.05, rates
+    assert rates["wer"] <= 0.25, rates
+
+
+def test_evaluate_writes_one_error_line_per_utterance(evaluated, manifests):
+    _, errors = evaluated
+    lines = [json.loads(line) for line in errors.read_text().splitlines()]
+    utterances = read_manifest(manifests[0])
+    assert len(lines) == len(utterances)
+    for line, utterance in zip(lines, utterances):
+        assert line["audio_filepath"] == str(utterance.audio_filepath)
+        assert line["reference"] == utterance.text
+        assert isinstance(line["hypothesis"], str)
+    assert sum(line["hypothesis"] == line["reference"] for line in lines) >= 0.75 * len(lines)
+
+
+def test_transcribe_good_and_bad_files(trained, manifests, tmp_path):
+    run, _ = trained
+    utterances = read_manifest(manifests[1])
+    good = [u for u in utterances if u.text in ("seven", "yes")]
+    bad = tmp_path / "broken.wav"
+    bad.write_text("not audio\n")
+    result = run_cli("transcribe", good[0].audio_filepath, bad, good[1].audio_filepath, "--model", run / "best.pt")
+    assert_one_line_error(result, bad)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    for line, utterance in zip(lines, good):
+        path, text = line.split("\t")
+        assert path == str(utterance.audio_filepath)
+        assert text == utterance.text
+    assert str(bad) not in result.stdout
+
+
+def test_resume_continues_from_the_last_epoch(trained, manifests, tmp_path):
+    run, _ = trained
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    before = read_log(resumed)
+    config = tmp_path / "more.yaml"
+    config.write_text(config_text(*manifests, EPOCHS + 2))
+    result = run_cli("train", "--config", config, "--out", resumed, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_log(resumed)
+    assert rows[:EPOCHS] == before, "resuming rewrote the earlier epochs' log"
+    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 3))
+    steps_per_epoch = int(before[0]["step"])
+    assert [int(r["step"]) for r in rows[EPOCHS:]] == [int(before[-1]["step"]) + steps_per_epoch * k for k in (1, 2)]
+    # The weights carried over: the loss goes on from where it was, far below the first epoch's.
+    assert float(rows[EPOCHS]["train_loss"]) < 2 * float(before[-1]["train_loss"]) + 0.1
+    assert float(rows[EPOCHS]["train_loss"]) < float(before[0]["train_loss"]) / 10
+    assert load_checkpoint(resumed / "last.pt")["epoch"] == EPOCHS + 2
+    assert load_config(resumed / "config.yaml").training.epochs == EPOCHS + 2
+
+
+def test_resume_without_a_checkpoint_starts_afresh(manifests, tmp_path):
+    """`--resume` into an empty folder should train from scratch, with a log that has its header."""
+    from asr.train import train
+
+    tiny = tmp_path / "two.jsonl"
+    write_manifest(tiny, read_manifest(manifests[1])[:2])
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(tiny, tiny, 1).replace("rnn_hidden: 128", "rnn_hidden: 8"))
+    train(load_config(config), tmp_path / "run", resume=True, device="cpu")
+    header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,step,"), f"log.csv has no header: {header!r}"
+    rows = read_log(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == ["1"], (tmp_path / "run" / "log.csv").read_text()
+    assert (tmp_path / "run" / "last.pt").is_file()
