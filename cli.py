@@ -169,6 +169,24 @@ def lm_build(
 
 
 @app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="An audio file.")],
+    out: Annotated[Path, typer.Option(help="The PNG to write.")],
+    model: ModelOption = None,
+    decoder: DecoderOption = None,
+    lm: LmOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Draw the waveform, log-mel features, character posteriors and decoded words of one file."""
+    from asr.inspect import inspect_audio
+
+    recognizer, chosen = load(model, device, decoder, lm, None, None)
+    text = inspect_audio(recognizer, file, out, chosen)
+    chosen.close()
+    typer.echo(f"{out}: {text}")
+
+
+@app.command()
 def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config.")],
     out: Annotated[Path, typer.Option(help="Folder for checkpoints, log and plot.")] = Path("runs/latest"),

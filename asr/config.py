@@ -26,6 +26,7 @@ class DataConfig:
     batch_seconds: float = 120.0  # audio per batch, padding included
     max_duration: float = 20.0  # longer training utterances are skipped
     num_workers: int = 1
+    sortagrad: bool = True  # first epoch shortest utterances first
 
     def problems(self) -> Iterator[tuple[str, str]]:
         for key in ("batch_seconds", "max_duration"):

@@ -133,12 +133,16 @@ class DurationBatchSampler(Sampler[list[int]]):
     Utterances are sorted by duration (ties broken at random), cut into batches whose
     longest utterance times their count stays within ``batch_seconds``, and the batches
     shuffled. The order depends only on ``seed`` and the epoch set with ``set_epoch``.
+    With ``sortagrad``, the first epoch's batches go shortest first (DeepSpeech2's
+    curriculum, which steadies CTC's early training).
     """
 
-    def __init__(self, durations: Sequence[float], batch_seconds: float, shuffle: bool = True, seed: int = 0):
+    def __init__(self, durations: Sequence[float], batch_seconds: float, shuffle: bool = True, seed: int = 0,
+                 sortagrad: bool = False):
         self.durations = list(durations)
         self.batch_seconds = batch_seconds
         self.shuffle = shuffle
+        self.sortagrad = sortagrad
         self.seed = seed
         self.epoch = 0
 
@@ -159,7 +163,7 @@ class DurationBatchSampler(Sampler[list[int]]):
             current.append(index)
         if current:
             batches.append(current)
-        if self.shuffle:
+        if self.shuffle and not (self.sortagrad and self.epoch <= 1):
             generator.shuffle(batches)
         return batches
 

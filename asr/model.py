@@ -120,6 +120,10 @@ class RecurrentLayer(nn.Module):
         self.forward_rnn = rnn(input_size, hidden_size, batch_first=True)
         self.backward_rnn = rnn(input_size, hidden_size, batch_first=True) if bidirectional else None
         self.output_size = hidden_size * (2 if bidirectional else 1)
+        if rnn_type == "lstm":  # forget gates start open (Gers et al., 2000): gradients flow back from the start
+            for lstm in filter(None, [self.forward_rnn, self.backward_rnn]):
+                for bias in (lstm.bias_ih_l0, lstm.bias_hh_l0):
+                    nn.init.constant_(bias[hidden_size:2 * hidden_size], 0.5)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         forward, _ = self.forward_rnn(x)

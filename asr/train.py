@@ -98,7 +98,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
                     dropped, config.data.max_duration)
 
     sampler = DurationBatchSampler([u.duration for u in train_set.utterances], config.data.batch_seconds,
-                                   seed=settings.seed)
+                                   seed=settings.seed, sortagrad=config.data.sortagrad)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers,
                         persistent_workers=config.data.num_workers > 0, pin_memory=device.type == "cuda")
     total_steps = settings.epochs * len(sampler)
