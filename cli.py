@@ -159,7 +159,7 @@ def parse_floats(text: str, option: str) -> list[float]:
 def lm_build(
     texts: Annotated[list[Path], typer.Argument(help="Plain-text files (a sentence a line) or manifests (.jsonl).")],
     out: Annotated[Path, typer.Option(help="Where to write the ARPA model.")],
-    order: Annotated[int, typer.Option(help="N-gram order (1 to 5).")] = 3,
+    order: Annotated[int, typer.Option(help="N-gram order (2 to 5).")] = 3,
 ) -> None:
     """Estimate a Kneser-Ney n-gram LM, normalising text exactly as transcripts are."""
     from asr.lm import build_lm, corpus_lines

@@ -76,14 +76,17 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bo
     state = load_checkpoint(checkpoint)
     weights = {name: tensor.half() if half and tensor.is_floating_point() else tensor
                for name, tensor in state["model_state"].items()}
-    save_checkpoint(out, {**{key: state[key] for key in MODEL_KEYS | {"decoder"} if key in state}, "model_state": weights})
+    exported = {**{key: state[key] for key in MODEL_KEYS}, "model_state": weights}
     if "decoder" in state:
-        _copy_beside(Path(checkpoint).parent / state["decoder"]["lm"], Path(out))
+        lm_name = _copy_beside(Path(checkpoint).parent / state["decoder"]["lm"], Path(out))
+        exported["decoder"] = {**state["decoder"], "lm": lm_name}
+    save_checkpoint(out, exported)
 
 
 def _copy_beside(lm: Path, model: Path) -> str:
     """Copy an LM next to a model file as ``<model>.lm<suffix>``; returns its name relative to the model's folder."""
     target = model.with_name(model.stem + ".lm" + lm.suffix)
+    target.parent.mkdir(parents=True, exist_ok=True)
     if lm.resolve() != target.resolve():
         shutil.copyfile(lm, target)
     return target.name

@@ -80,6 +80,12 @@ def write_manifest(path: str | os.PathLike, utterances: Sequence[Utterance]) -> 
     write_text_atomically(path, "".join(line + "\n" for line in lines))
 
 
+def quiet_unless(progress: bool) -> dict:
+    """tqdm options: a bar only when asked for, and then still off under TQDM_DISABLE=1
+    (an explicit ``disable=False`` would override that environment variable)."""
+    return {} if progress else {"disable": True}
+
+
 def write_text_atomically(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
                                      encoding="utf-8") as temporary:

@@ -64,6 +64,8 @@ class DecoderOptions:
             raise DecoderError(f"--alpha must be in [{ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}], not {self.alpha:g}")
         if not BETA_RANGE[0] <= self.beta <= BETA_RANGE[1]:
             raise DecoderError(f"--beta must be in [{BETA_RANGE[0]:g}, {BETA_RANGE[1]:g}], not {self.beta:g}")
+        if not 0 < self.blank_skip_prob <= 1:
+            raise DecoderError(f"blank_skip_prob must be in (0, 1], not {self.blank_skip_prob:g}")
 
 
 def split_batch(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
@@ -109,6 +111,43 @@ def greedy_spans(log_probs: np.ndarray, vocabulary: Vocabulary) -> list[tuple[st
         previous = token
     if word:
         spans.append((word, start, end))
+    return spans
+
+
+def aligned_spans(log_probs: np.ndarray, text: str, vocabulary: Vocabulary) -> list[tuple[str, int, int]]:
+    """Words of ``text`` with the frame spans of CTC's most likely alignment of it (Viterbi).
+
+    Beam search picks the text; this finds where each of its letters sits, which is more
+    faithful than the frames a beam happened to carry through its merges.
+    """
+    words = text.split()
+    if not words or not len(log_probs):
+        return []
+    labels = vocabulary.encode(" ".join(words))
+    states = np.full(2 * len(labels) + 1, vocabulary.blank)  # blank, l1, blank, l2, ..., blank
+    states[1::2] = labels
+    # A state may skip the blank before it when it holds a letter different from two states back.
+    skip = np.zeros(len(states), dtype=bool)
+    skip[3::2] = states[3::2] != states[1:-2:2]
+    emissions = log_probs[:, states]
+    score = np.full(len(states), -np.inf)
+    score[:2] = emissions[0, :2]
+    back = np.zeros((len(log_probs), len(states)), dtype=np.int8)  # 0 stay, 1 from previous, 2 skip
+    for t in range(1, len(log_probs)):
+        candidates = np.stack([score, np.r_[-np.inf, score[:-1]], np.where(skip, np.r_[-np.inf, -np.inf, score[:-2]], -np.inf)])
+        back[t] = candidates.argmax(axis=0)
+        score = candidates.max(axis=0) + emissions[t]
+    state = len(states) - 1 if len(states) == 1 or score[-1] >= score[-2] else len(states) - 2
+    path = np.empty(len(log_probs), dtype=np.int64)
+    for t in range(len(log_probs) - 1, -1, -1):
+        path[t] = state
+        state -= back[t, state]
+    # Letter k of the joined text sits at state 2k+1; a word spans its letters' frames.
+    spans, letter = [], 0
+    for word in words:
+        frames = np.flatnonzero((path >= 2 * letter + 1) & (path <= 2 * (letter + len(word)) - 1))
+        spans.append((word, int(frames[0]), int(frames[-1]) + 1) if len(frames) else (word, 0, 0))
+        letter += len(word) + 1  # and the space
     return spans
 
 
@@ -161,9 +200,13 @@ class Decoder:
 
             labels = ["" if token == vocabulary.tokens[vocabulary.blank] else token for token in vocabulary.tokens]
             logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # its notes on small LMs are not for users
-            with _quiet_stderr():  # KenLM prints a loading banner from C++
-                self._beam_search = build_ctcdecoder(labels, kenlm_model_path=options.lm, unigrams=unigrams,
-                                                     alpha=options.alpha, beta=options.beta)
+            try:
+                with _quiet_stderr():  # KenLM prints a loading banner from C++
+                    self._beam_search = build_ctcdecoder(labels, kenlm_model_path=options.lm, unigrams=unigrams,
+                                                         alpha=options.alpha, beta=options.beta)
+            except (OSError, RuntimeError) as error:
+                reason = str(error).strip().splitlines()[-1][:160] if str(error).strip() else type(error).__name__
+                raise DecoderError(f"{options.lm}: KenLM cannot load it ({reason})") from None
 
     def _workers(self):
         """The pool of beam-search processes, started on first use and kept.
@@ -208,9 +251,7 @@ class Decoder:
             beam_prune_logp=options.beam_prune_logp, token_min_logp=options.token_min_logp,
             hotwords=options.hotwords or None, hotword_weight=options.hotword_weight,
         )
-        spans: list[list[tuple[str, int, int]]] = [[] for _ in log_probs]
+        texts = [""] * len(log_probs)
         for i, utterance_beams in zip(todo, beams):
-            kept = compressed[i][1]
-            _, word_frames, _, _ = utterance_beams[0]
-            spans[i] = [(word, int(kept[start]), int(kept[end - 1]) + 1) for word, (start, end) in word_frames]
-        return spans
+            texts[i] = utterance_beams[0][0]
+        return [aligned_spans(array, text, self.vocabulary) for array, text in zip(log_probs, texts)]

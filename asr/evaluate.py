@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.checkpoint import Recognizer
-from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest, write_text_atomically
+from asr.data import DurationBatchSampler, SpeechDataset, collate, quiet_unless, read_manifest, write_text_atomically
 from asr.decoding import Decoder, split_batch
 from asr.text import normalize_text
 
@@ -48,7 +48,7 @@ def dataset_log_probs(recognizer: Recognizer, dataset: SpeechDataset, batch_seco
     sampler = DurationBatchSampler([u.duration for u in dataset.utterances], batch_seconds, shuffle=False)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     outputs: list[np.ndarray] = [np.empty(0)] * len(dataset)
-    with tqdm(total=len(dataset), desc="acoustic model", unit="utt", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(dataset), desc="acoustic model", unit="utt", leave=False, **quiet_unless(progress)) as bar:
         for indices, batch in zip(sampler, loader):
             log_probs, lengths = recognizer.log_probs(batch.waveforms, batch.lengths)
             for index, array in zip(indices, split_batch(log_probs, lengths)):
@@ -80,7 +80,7 @@ def tune_lm_weights(recognizer: Recognizer, manifests: Sequence[str | Path], dec
     references = [normalize_text(u.text) for u in utterances]
     results = []
     grid = [(alpha, beta) for alpha in alphas for beta in betas]
-    for alpha, beta in tqdm(grid, desc="alpha, beta", disable=not progress, leave=False):
+    for alpha, beta in tqdm(grid, desc="alpha, beta", leave=False, **quiet_unless(progress)):
         decoder.set_lm_weights(alpha, beta)
         results.append((alpha, beta, error_rates(references, [h.text for h in decoder.decode(log_probs)])))
     return results

@@ -11,7 +11,7 @@ from pathlib import Path
 from kaldingram.train import NgramCounts
 from tqdm import tqdm
 
-from asr.data import read_manifest, write_text_atomically
+from asr.data import quiet_unless, read_manifest, write_text_atomically
 from asr.errors import AsrError
 from asr.text import TextError, Vocabulary, normalize_text
 
@@ -24,13 +24,22 @@ class LanguageModelError(AsrError):
 
 
 def corpus_lines(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
-    """Sentences of plain-text files (one per line) and of manifests' transcripts (``.jsonl``/``.json``)."""
-    for path in map(Path, paths):
+    """Sentences of plain-text files (one per line) and of manifests' transcripts (``.jsonl``/``.json``).
+
+    Every file is checked before the first line is read, so a missing one fails at once.
+    """
+    paths = [Path(path) for path in paths]
+    for path in paths:
+        if not path.is_file():
+            raise LanguageModelError(f"{path}: no such text file")
+    return _lines(paths)
+
+
+def _lines(paths: list[Path]) -> Iterator[str]:
+    for path in paths:
         if path.suffix in (".jsonl", ".json"):
             yield from (utterance.text for utterance in read_manifest(path))
             continue
-        if not path.is_file():
-            raise LanguageModelError(f"{path}: no such text file")
         try:
             with open(path, encoding="utf-8") as lines:
                 yield from lines
@@ -45,12 +54,12 @@ def build_lm(sentences: Iterable[str], order: int, out: str | os.PathLike, vocab
     Sentences with characters the acoustic model cannot emit are skipped, since no
     hypothesis could ever contain their words. Returns the number of sentences used.
     """
-    if not 1 <= order <= 5:
-        raise LanguageModelError(f"n-gram order must be 1 to 5, not {order}")
+    if not 2 <= order <= 5:  # KenLM loads no unigram-only model
+        raise LanguageModelError(f"n-gram order must be 2 to 5, not {order}")
     vocabulary = vocabulary or Vocabulary()
     counts = NgramCounts(order)
     used = 0
-    for sentence in tqdm(sentences, desc="counting n-grams", unit=" lines", disable=not progress):
+    for sentence in tqdm(sentences, desc="counting n-grams", unit=" lines", **quiet_unless(progress)):
         text = normalize_text(sentence)
         try:
             vocabulary.encode(text)

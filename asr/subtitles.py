@@ -11,13 +11,24 @@ MAX_CUE_SECONDS = 6.0
 MAX_PAUSE_SECONDS = 1.0  # a longer pause starts a new cue
 
 
+def layout(words: Sequence[str]) -> list[str] | None:
+    """The words as one line, or two lines broken where they are most even, each at most
+    MAX_LINE_CHARS long; None when they do not fit. A single word too long for a line gets one of its own."""
+    text = " ".join(words)
+    if len(text) <= MAX_LINE_CHARS or len(words) == 1:
+        return [text]
+    splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
+    fitting = [pair for pair in splits if max(map(len, pair)) <= MAX_LINE_CHARS]
+    return list(min(fitting, key=lambda pair: (abs(len(pair[0]) - len(pair[1])), len(pair[1])))) if fitting else None
+
+
 def group_cues(words: Sequence[Word]) -> list[list[Word]]:
-    """Split words into cues of at most two lines, six seconds, and no long pause inside."""
+    """Split words into cues that fit two lines, last at most six seconds, and hold no long pause."""
     cues: list[list[Word]] = []
     for word in words:
         cue = cues[-1] if cues else None
         if (cue is None or word.start - cue[-1].end > MAX_PAUSE_SECONDS or word.end - cue[0].start > MAX_CUE_SECONDS
-                or len(" ".join(w.word for w in [*cue, word])) > 2 * MAX_LINE_CHARS):
+                or layout([w.word for w in [*cue, word]]) is None):
             cues.append([word])
         else:
             cue.append(word)
@@ -25,13 +36,7 @@ def group_cues(words: Sequence[Word]) -> list[list[Word]]:
 
 
 def cue_lines(cue: Sequence[Word]) -> str:
-    """One line, or two split at the word boundary nearest the middle when it is too long."""
-    text = " ".join(word.word for word in cue)
-    if len(text) <= MAX_LINE_CHARS:
-        return text
-    breaks = [i for i, char in enumerate(text) if char == " "]
-    middle = min(breaks, key=lambda i: abs(i - len(text) / 2))
-    return text[:middle] + "\n" + text[middle + 1:]
+    return "\n".join(layout([word.word for word in cue]) or [])
 
 
 def _timestamp(seconds: float, separator: str) -> str:
