@@ -28,6 +28,11 @@ class Format(str, Enum):
     vtt = "vtt"
 
 
+class ByteOrder(str, Enum):
+    little = "little"
+    big = "big"
+
+
 class Corpus(str, Enum):
     an4 = "an4"
     fsdd = "fsdd"
@@ -66,18 +71,22 @@ def transcribe(
     hotword_weight: HotwordWeightOption = 10.0,
     format: Annotated[Format, typer.Option("--format", "-f", help="txt, json (with word timings), srt or vtt.")] = Format.txt,
     output_dir: Annotated[Optional[Path], typer.Option(help="Write one file per input here instead of printing.")] = None,
+    raw_sample_rate: Annotated[int, typer.Option(help="Sample rate of .raw/.pcm files.")] = 16000,
+    raw_byte_order: Annotated[ByteOrder, typer.Option(help="Byte order of .raw/.pcm files (16-bit mono).")] = ByteOrder.little,
     device: DeviceOption = None,
 ) -> None:
     """Transcribe audio files; a file that cannot be read is reported and the rest go on."""
+    from asr.audio import RawFormat
     from asr.data import write_text_atomically
     from asr.transcribe import format_transcript, output_path, transcribe_files
 
-    recognizer, beam = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
+    raw = RawFormat(sample_rate=raw_sample_rate, byte_order=raw_byte_order.value)
+    recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
                             hotwords=hotword or [], hotword_weight=hotword_weight)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for result in transcribe_files(recognizer, files, beam):
+    for result in transcribe_files(recognizer, files, text_decoder, raw=raw):
         if result.error:
             failures += 1
             typer.echo(f"error: {result.error}", err=True)
@@ -87,7 +96,7 @@ def transcribe(
             typer.echo(f"{result.path}\t{result.text}")
         else:
             typer.echo(format_transcript(result, format.value), nl=False)
-    beam.close()
+    text_decoder.close()
     if failures:
         raise typer.Exit(2)
 
@@ -110,10 +119,10 @@ def evaluate(
     """Word and character error rates on a manifest."""
     from asr.evaluate import evaluate_manifest, format_rates
 
-    recognizer, beam = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
+    recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
                             hotwords=hotword or [], hotword_weight=hotword_weight)
-    rates = evaluate_manifest(recognizer, manifest, beam, errors, progress=not as_json)
-    beam.close()
+    rates = evaluate_manifest(recognizer, manifest, text_decoder, errors, progress=not as_json)
+    text_decoder.close()
     typer.echo(format_rates(rates, as_json))
 
 
@@ -133,9 +142,9 @@ def tune_lm(
     from asr.evaluate import tune_lm_weights
 
     grid = [parse_floats(alphas, "--alphas"), parse_floats(betas, "--betas")]
-    recognizer, beam = load(model, device, DecoderKind.beam, lm, None, None, beam_width=beam_width)
-    results = tune_lm_weights(recognizer, manifests, beam, *grid, progress=True)
-    beam.close()
+    recognizer, text_decoder = load(model, device, DecoderKind.beam, lm, None, None, beam_width=beam_width)
+    results = tune_lm_weights(recognizer, manifests, text_decoder, *grid, progress=True)
+    text_decoder.close()
     typer.echo(f"{'alpha':>6} {'beta':>6} {'WER':>7} {'CER':>7}")
     for alpha, beta, rates in results:
         typer.echo(f"{alpha:6.2f} {beta:6.2f} {rates.wer:7.2%} {rates.cer:7.2%}")
@@ -180,9 +189,9 @@ def inspect(
     """Draw the waveform, log-mel features, character posteriors and decoded words of one file."""
     from asr.inspect import inspect_audio
 
-    recognizer, chosen = load(model, device, decoder, lm, None, None)
-    text = inspect_audio(recognizer, file, out, chosen)
-    chosen.close()
+    recognizer, text_decoder = load(model, device, decoder, lm, None, None)
+    text = inspect_audio(recognizer, file, out, text_decoder)
+    text_decoder.close()
     typer.echo(f"{out}: {text}")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from asr.audio import load_audio
+from asr.audio import RAW_SUFFIXES, RawFormat, load_audio
 from asr.checkpoint import Recognizer
 from asr.decoding import Decoder, Word, split_batch
 from asr.errors import AsrError
@@ -29,19 +29,22 @@ class Transcript:
     error: str | None = None  # the one-line reason when the file could not be transcribed
 
 
-def _loaded(paths: Iterable[str | os.PathLike], sample_rate: int) -> Iterator[tuple[str, torch.Tensor | AsrError]]:
+def _loaded(paths: Iterable[str | os.PathLike], sample_rate: int, raw: RawFormat | None
+            ) -> Iterator[tuple[str, torch.Tensor | AsrError]]:
     for path in paths:
         try:
-            yield str(path), torch.from_numpy(load_audio(path, sample_rate))
+            layout = raw if Path(path).suffix.lower() in RAW_SUFFIXES else None
+            yield str(path), torch.from_numpy(load_audio(path, sample_rate, layout))
         except AsrError as error:
             yield str(path), error
 
 
 def transcribe_files(recognizer: Recognizer, paths: Sequence[str | os.PathLike], decoder: Decoder | None = None,
-                     batch_seconds: float = 60.0) -> Iterator[Transcript]:
+                     batch_seconds: float = 60.0, raw: RawFormat | None = None) -> Iterator[Transcript]:
     """One transcript per path, in order; a file that fails carries its one-line error instead.
 
-    Files are run through the model in batches of about ``batch_seconds`` of audio.
+    Files are run through the model in batches of about ``batch_seconds`` of audio;
+    ``.raw``/``.pcm`` files are read in the layout ``raw`` gives.
     """
     decoder = decoder or recognizer.decoder()
     sample_rate = recognizer.frontend.config.sample_rate
@@ -62,7 +65,7 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | os.PathLike],
                 yield Transcript(path, hypothesis.text, hypothesis.words, len(samples) / sample_rate)
         pending.clear()
 
-    for path, samples in _loaded(paths, sample_rate):
+    for path, samples in _loaded(paths, sample_rate, raw):
         pending.append((path, samples))
         longest = max((len(s) for _, s in pending if isinstance(s, torch.Tensor)), default=0)
         if longest * len(pending) >= batch_seconds * sample_rate:
