@@ -108,6 +108,13 @@ class SpeechDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utterances)
 
+    def subset(self, indices: Sequence[int]) -> SpeechDataset:
+        """The utterances at ``indices``, without encoding their transcripts again."""
+        subset = SpeechDataset([], Vocabulary())
+        subset.utterances = [self.utterances[i] for i in indices]
+        subset.targets = [self.targets[i] for i in indices]
+        return subset
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(load_audio(self.utterances[index].audio_filepath)), self.targets[index]
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from asr.checkpoint import Recognizer, choose_device, load_checkpoint, model_state, save_checkpoint
 from asr.config import Config
-from asr.data import DurationBatchSampler, SpeechDataset, Utterance, collate, read_manifest
+from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.errors import AsrError
 from asr.evaluate import dataset_log_probs, error_rates
 from asr.features import FeatureConfig, LogMelFrontend
@@ -56,19 +56,13 @@ def output_frames(duration: float, features: FeatureConfig, model: AcousticModel
 
 def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -> tuple[SpeechDataset, int]:
     """All training manifests, less utterances too long or with too many labels for their frames."""
-    utterances: list[Utterance] = []
-    dataset_parts = []
-    for manifest in config.data.train:
-        part = read_manifest(manifest)
-        dataset_parts.append(SpeechDataset(part, vocabulary, source=manifest))
-        utterances += part
-    targets = [t for part in dataset_parts for t in part.targets]
-    keep = [i for i, (u, t) in enumerate(zip(utterances, targets))
+    utterances = [u for manifest in config.data.train for u in read_manifest(manifest)]
+    dataset = SpeechDataset(utterances, vocabulary, source=", ".join(config.data.train))
+    keep = [i for i, (u, t) in enumerate(zip(dataset.utterances, dataset.targets))
             if u.duration <= config.data.max_duration and ctc_fits(t, output_frames(u.duration, config.features, model))]
     if not keep:
         raise AsrError("no training utterance is short enough and has few enough labels for its frames")
-    dataset = SpeechDataset([utterances[i] for i in keep], vocabulary, source="training manifests")
-    return dataset, len(utterances) - len(keep)
+    return dataset.subset(keep), len(utterances) - len(keep)
 
 
 def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, final_ratio: float) -> float:
