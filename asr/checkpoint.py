@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from asr.config import from_dict
+from asr.data import publish
 from asr.decoding import Decoder, DecoderOptions
 from asr.errors import AsrError
 from asr.features import FeatureConfig, LogMelFrontend
@@ -44,7 +45,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save(state, temporary)
         temporary.flush()
         os.fsync(temporary.fileno())
-    os.replace(temporary.name, path)
+    publish(temporary.name, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -90,7 +90,15 @@ def write_text_atomically(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
                                      encoding="utf-8") as temporary:
         temporary.write(text)
-    os.replace(temporary.name, path)
+    publish(temporary.name, path)
+
+
+def publish(temporary: str, path: Path) -> None:
+    """Rename a finished temporary file into place, with the permissions a new file would get."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
 
 
 class SpeechDataset(Dataset):
