@@ -251,7 +251,10 @@ class Decoder:
             beam_prune_logp=options.beam_prune_logp, token_min_logp=options.token_min_logp,
             hotwords=options.hotwords or None, hotword_weight=options.hotword_weight,
         )
-        texts = [""] * len(log_probs)
+        spans: list[list[tuple[str, int, int]]] = [[] for _ in log_probs]
         for i, utterance_beams in zip(todo, beams):
-            texts[i] = utterance_beams[0][0]
-        return [aligned_spans(array, text, self.vocabulary) for array, text in zip(log_probs, texts)]
+            # Align on the kept frames (a collapsed run of blanks holds no letter), then map back.
+            frames, kept = compressed[i]
+            spans[i] = [(word, int(kept[start]), int(kept[end - 1]) + 1)
+                        for word, start, end in aligned_spans(frames, utterance_beams[0][0], self.vocabulary)]
+        return spans
