@@ -22,7 +22,7 @@ from conftest import assert_one_line_error, run_cli
 # Eight short utterances: four AN4 words (both speakers) and four FSDD digits.
 CHOSEN = {"an253-fash-b": "go", "an254-fash-b": "yes", "an199-mgah-b": "no", "an200-mgah-b": "start",
           "7_george_0": "seven", "3_jackson_0": "three", "0_jackson_0": "zero", "5_george_0": "five"}
-EPOCHS = 16
+EPOCHS = 45
 REPEATS = 4  # each utterance appears four times an epoch: more steps per epoch, less per-epoch overhead
 
 
