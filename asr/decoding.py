@@ -151,11 +151,6 @@ def aligned_spans(log_probs: np.ndarray, text: str, vocabulary: Vocabulary) -> l
     return spans
 
 
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocabulary: Vocabulary) -> list[str]:
-    """Best-path transcripts of a padded batch."""
-    return [" ".join(word for word, _, _ in greedy_spans(array, vocabulary)) for array in split_batch(log_probs, lengths)]
-
-
 def compress_blanks(log_probs: np.ndarray, blank: int, probability: float) -> tuple[np.ndarray, np.ndarray]:
     """Replace each run of frames where blank has at least ``probability`` by its first frame.
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr.decoding import greedy_decode
+from asr.decoding import Decoder, DecoderOptions, split_batch
 from asr.text import Vocabulary
 
 VOCABULARY = Vocabulary()
+
+
+def greedy_decode(log_probs, lengths, vocabulary):
+    """Greedy transcripts of a padded batch, through the decoder the CLI uses."""
+    decoder = Decoder(vocabulary, 0.02, DecoderOptions(kind="greedy"))
+    return [hypothesis.text for hypothesis in decoder.decode(split_batch(log_probs, lengths))]
 
 
 def frames(path: str) -> list[int]:
