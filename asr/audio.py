@@ -54,26 +54,28 @@ def _check_readable(path: Path) -> None:
         raise AudioError(f"{path}: empty file")
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, raw: RawFormat | None = None) -> np.ndarray:
-    """Read an audio file as mono float32 at ``sample_rate``.
-
-    Files ending in ``.raw``/``.pcm`` are read as headerless PCM in the layout ``raw``
-    gives (16 kHz, 16-bit little-endian mono when it is None).
-    """
-    path = Path(path)
+def _open(path: Path, raw: RawFormat | None) -> soundfile.SoundFile:
+    """Open a readable file for decoding; ``.raw``/``.pcm`` files in the layout ``raw`` gives (16 kHz,
+    16-bit little-endian mono when it is None)."""
     _check_readable(path)
     if raw is None and path.suffix.lower() in RAW_SUFFIXES:
         raw = RawFormat()
+    layout = {} if raw is None else dict(format="RAW", subtype=raw.subtype, samplerate=raw.sample_rate,
+                                          channels=raw.channels, endian=raw.byte_order.upper())
     try:
-        if raw is not None:
-            samples, rate = soundfile.read(
-                path, dtype="float32", always_2d=True, format="RAW", subtype=raw.subtype,
-                endian=raw.byte_order.upper(), samplerate=raw.sample_rate, channels=raw.channels,
-            )
-        else:
-            samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        return soundfile.SoundFile(path, **layout)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, raw: RawFormat | None = None) -> np.ndarray:
+    """Read an audio file as mono float32 at ``sample_rate``; raw PCM as :func:`_open` says."""
+    path = Path(path)
+    with _open(path, raw) as sound:
+        try:
+            samples, rate = sound.read(dtype="float32", always_2d=True), sound.samplerate
+        except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+            raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
     return to_model_input(samples, rate, sample_rate, source=str(path))
 
 
@@ -94,19 +96,8 @@ def to_model_input(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RAT
 
 def audio_duration(path: str | os.PathLike, raw: RawFormat | None = None) -> float:
     """Duration in seconds, read from the header (or file size, for raw PCM) without decoding."""
-    path = Path(path)
-    _check_readable(path)
-    if raw is None and path.suffix.lower() in RAW_SUFFIXES:
-        raw = RawFormat()
-    if raw is not None:
-        with soundfile.SoundFile(path, format="RAW", subtype=raw.subtype, samplerate=raw.sample_rate,
-                                 channels=raw.channels, endian=raw.byte_order.upper()) as sound:
-            return sound.frames / raw.sample_rate
-    try:
-        info = soundfile.info(path)
-    except (soundfile.LibsndfileError, RuntimeError) as error:
-        raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
-    return info.frames / info.samplerate
+    with _open(Path(path), raw) as sound:
+        return sound.frames / sound.samplerate
 
 
 def _first_line(error: Exception) -> str:

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.checkpoint import Recognizer
-from asr.data import DurationBatchSampler, SpeechDataset, collate, quiet_unless, read_manifest, write_text_atomically
+from asr.data import (DurationBatchSampler, SpeechDataset, Utterance, collate, quiet_unless, read_manifest,
+                      write_text_atomically)
 from asr.decoding import Decoder, split_batch
 from asr.text import normalize_text
 
@@ -57,12 +58,18 @@ def dataset_log_probs(recognizer: Recognizer, dataset: SpeechDataset, batch_seco
     return outputs
 
 
+def model_outputs(recognizer: Recognizer, manifests: Sequence[str | Path], progress: bool = False
+                  ) -> tuple[list[Utterance], list[str], list[np.ndarray]]:
+    """The manifests' utterances, their normalised references, and the model's log-probabilities for each."""
+    utterances = [utterance for manifest in manifests for utterance in read_manifest(manifest)]
+    dataset = SpeechDataset(utterances, recognizer.vocabulary, source=", ".join(map(str, manifests)))
+    return utterances, [normalize_text(u.text) for u in utterances], dataset_log_probs(recognizer, dataset, progress=progress)
+
+
 def evaluate_manifest(recognizer: Recognizer, manifest: str | Path, decoder: Decoder,
                       errors_file: str | Path | None = None, progress: bool = False) -> ErrorRates:
-    utterances = read_manifest(manifest)
-    dataset = SpeechDataset(utterances, recognizer.vocabulary, source=str(manifest))
-    hypotheses = [h.text for h in decoder.decode(dataset_log_probs(recognizer, dataset, progress=progress))]
-    references = [normalize_text(u.text) for u in utterances]
+    utterances, references, log_probs = model_outputs(recognizer, [manifest], progress)
+    hypotheses = [h.text for h in decoder.decode(log_probs)]
     if errors_file is not None:
         lines = [json.dumps({"audio_filepath": str(u.audio_filepath), "reference": ref, "hypothesis": hyp,
                              "errors": error_rates([ref], [hyp]).word_errors})
@@ -74,10 +81,7 @@ def evaluate_manifest(recognizer: Recognizer, manifest: str | Path, decoder: Dec
 def tune_lm_weights(recognizer: Recognizer, manifests: Sequence[str | Path], decoder: Decoder, alphas: Sequence[float],
                     betas: Sequence[float], progress: bool = False) -> list[tuple[float, float, ErrorRates]]:
     """WER for every (alpha, beta) pair; the acoustic model runs once and its outputs are reused."""
-    utterances = [utterance for manifest in manifests for utterance in read_manifest(manifest)]
-    dataset = SpeechDataset(utterances, recognizer.vocabulary, source=", ".join(map(str, manifests)))
-    log_probs = dataset_log_probs(recognizer, dataset, progress=progress)
-    references = [normalize_text(u.text) for u in utterances]
+    _, references, log_probs = model_outputs(recognizer, manifests, progress)
     results = []
     grid = [(alpha, beta) for alpha in alphas for beta in betas]
     for alpha, beta in tqdm(grid, desc="alpha, beta", leave=False, **quiet_unless(progress)):
