@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from asr.augment import AugmentConfig
 from asr.errors import ConfigError
 from asr.features import FeatureConfig
 from asr.model import ModelConfig
@@ -46,8 +47,11 @@ class TrainingConfig:
     grad_clip: float = 5.0
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
     seed: int = 0
+    max_minutes: float = 0.0  # stop once this much training time has passed (0: no limit); dev evaluation not counted
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        if self.max_minutes < 0:
+            yield "max_minutes", f"must be zero or more, not {self.max_minutes}"
         if self.epochs < 1:
             yield "epochs", f"must be at least 1, not {self.epochs}"
         for key in ("learning_rate", "grad_clip"):
@@ -66,6 +70,7 @@ class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 

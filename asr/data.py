@@ -7,7 +7,6 @@ A manifest is JSON Lines, one utterance a line: ``{"audio_filepath", "duration",
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import tempfile
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr.audio import load_audio
+from asr.augment import Augmentation
 from asr.errors import AsrError
 from asr.text import TextError, Vocabulary, normalize_text
 
@@ -104,8 +104,11 @@ def publish(temporary: str, path: Path) -> None:
 class SpeechDataset(Dataset):
     """Utterances as (waveform, token ids); every transcript is checked against the vocabulary up front."""
 
-    def __init__(self, utterances: Sequence[Utterance], vocabulary: Vocabulary, source: str = "manifest"):
+    def __init__(self, utterances: Sequence[Utterance], vocabulary: Vocabulary, source: str = "manifest",
+                 augmentation: Augmentation | None = None):
         self.utterances = list(utterances)
+        self.augmentation = augmentation
+        self.epoch = 0  # set before each epoch's loader is created: workers copy the dataset then
         self.targets = []
         for utterance in self.utterances:
             try:
@@ -118,13 +121,16 @@ class SpeechDataset(Dataset):
 
     def subset(self, indices: Sequence[int]) -> SpeechDataset:
         """The utterances at ``indices``, without encoding their transcripts again."""
-        subset = SpeechDataset([], Vocabulary())
+        subset = SpeechDataset([], Vocabulary(), augmentation=self.augmentation)
         subset.utterances = [self.utterances[i] for i in indices]
         subset.targets = [self.targets[i] for i in indices]
         return subset
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(load_audio(self.utterances[index].audio_filepath)), self.targets[index]
+        samples = load_audio(self.utterances[index].audio_filepath)
+        if self.augmentation is not None:
+            samples = self.augmentation(samples, self.epoch, index)
+        return torch.from_numpy(samples), self.targets[index]
 
 
 @dataclass
@@ -193,7 +199,3 @@ class DurationBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batches())
-
-    @property
-    def total_seconds(self) -> float:
-        return math.fsum(self.durations)

@@ -15,6 +15,7 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from asr.augment import Augmentation
 from asr.checkpoint import Recognizer, choose_device, load_checkpoint, model_state, save_checkpoint
 from asr.config import Config
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
@@ -55,11 +56,15 @@ def output_frames(duration: float, features: FeatureConfig, model: AcousticModel
 
 
 def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -> tuple[SpeechDataset, int]:
-    """All training manifests, less utterances too long or with too many labels for their frames."""
+    """All training manifests, less utterances too long or with too many labels for their frames at any speed."""
     utterances = [u for manifest in config.data.train for u in read_manifest(manifest)]
-    dataset = SpeechDataset(utterances, vocabulary, source=", ".join(config.data.train))
+    augmentation = Augmentation(config.augment, config.training.seed)
+    dataset = SpeechDataset(utterances, vocabulary, source=", ".join(config.data.train),
+                            augmentation=augmentation if augmentation.active else None)
+    fastest = config.augment.fastest  # the fastest speed leaves the fewest frames for the labels
     keep = [i for i, (u, t) in enumerate(zip(dataset.utterances, dataset.targets))
-            if u.duration <= config.data.max_duration and ctc_fits(t, output_frames(u.duration, config.features, model))]
+            if u.duration / config.augment.slowest <= config.data.max_duration
+            and ctc_fits(t, output_frames(u.duration / fastest, config.features, model))]
     if not keep:
         raise AsrError("no training utterance is short enough and has few enough labels for its frames")
     return dataset.subset(keep), len(utterances) - len(keep)
@@ -91,10 +96,12 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
         log.warning("dropped %d training utterances longer than %.0f s or with more labels than frames",
                     dropped, config.data.max_duration)
 
-    sampler = DurationBatchSampler([u.duration for u in train_set.utterances], config.data.batch_seconds,
+    # Durations at the slowest speed, so that augmented batches stay within batch_seconds too.
+    sampler = DurationBatchSampler([u.duration / config.augment.slowest for u in train_set.utterances],
+                                   config.data.batch_seconds,
                                    seed=settings.seed, sortagrad=config.data.sortagrad)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers,
-                        persistent_workers=config.data.num_workers > 0, pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda")
     total_steps = settings.epochs * len(sampler)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -118,12 +125,15 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
     (out_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
 
     log.info("%d training utterances (%.1f h), %d dev, %d batches per epoch, %.1fM parameters, %s%s",
-             len(train_set), sampler.total_seconds / 3600, len(dev_utterances), len(sampler),
+             len(train_set), math.fsum(u.duration for u in train_set.utterances) / 3600, len(dev_utterances), len(sampler),
              sum(p.numel() for p in model.parameters()) / 1e6, device,
              f", {autocast_dtype} autocast" if autocast_dtype else "")
 
+    training_seconds = 0.0  # this process's, for max_minutes
+    out_of_time = False
     for epoch in range(start_epoch, settings.epochs + 1):
         sampler.set_epoch(epoch)
+        train_set.epoch = epoch  # the augmentation's draws; the loader's workers copy it when the epoch starts
         model.train()
         frontend.train()
         started, audio_seconds, loss_sum, utterances_seen = time.perf_counter(), 0.0, 0.0, 0
@@ -165,9 +175,13 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
             utterances_seen += batch_size
             audio_seconds += batch.lengths.sum().item() / config.features.sample_rate
             bar.set_postfix(loss=f"{loss.item():.3f}", audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
+            if settings.max_minutes and training_seconds + time.perf_counter() - started > 60 * settings.max_minutes:
+                out_of_time = True
+                break
         bar.close()
         step_log.close()
         epoch_seconds = time.perf_counter() - started
+        training_seconds += epoch_seconds
 
         dev_wer = dev_cer = math.nan
         if dev_set is not None:
@@ -200,6 +214,9 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
             **state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best_wer": best_wer,
         })
+        if out_of_time:
+            log.info("stopping: training.max_minutes (%g) reached during epoch %d", settings.max_minutes, epoch)
+            break
     return out_dir / "best.pt"
 
 

@@ -118,7 +118,6 @@ def test_sampler_uses_every_index_once_within_the_budget():
             assert batch
             longest = max(durations[i] for i in batch)
             assert longest * len(batch) <= 20.0 or len(batch) == 1, (batch, longest)
-    assert sampler.total_seconds == pytest.approx(sum(durations))
 
 
 def test_sampler_batches_are_full_enough():

@@ -1,0 +1,105 @@
+"""Waveform augmentation for training: speed perturbation and additive noise.
+
+Both run in the data loader's workers, on the waveform, before features (SpecAugment,
+the other half of augmentation, lives in the front end). Each utterance's draw depends
+only on (seed, epoch, index), so a run is reproducible whatever the worker count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from asr.audio import SAMPLE_RATE, load_audio
+from asr.errors import AsrError
+
+NOISE_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph"}
+
+
+@dataclass
+class AugmentConfig:
+    # Kaldi's recipe: each utterance resampled at one of these speeds (tempo and pitch move together).
+    speeds: list[float] = field(default_factory=lambda: [1.0])
+    noise_dir: str = ""  # a folder of noise recordings, searched recursively; empty for no noise
+    noise_probability: float = 0.5  # share of utterances that get noise
+    snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])  # signal-to-noise ratio drawn uniformly in this range
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if not self.speeds or any(not 0.5 <= s <= 2.0 for s in self.speeds):
+            yield "speeds", f"must be a non-empty list of factors between 0.5 and 2, not {self.speeds}"
+        if not 0 <= self.noise_probability <= 1:
+            yield "noise_probability", f"must be in [0, 1], not {self.noise_probability}"
+        if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
+            yield "snr_db", f"must be [low, high] in decibels, not {self.snr_db}"
+        if self.noise_dir and not Path(self.noise_dir).is_dir():
+            yield "noise_dir", f"{self.noise_dir}: no such folder"
+        elif self.noise_dir and not noise_files(self.noise_dir):
+            yield "noise_dir", f"{self.noise_dir}: holds no audio files"
+
+    @property
+    def slowest(self) -> float:
+        return min(self.speeds)
+
+    @property
+    def fastest(self) -> float:
+        return max(self.speeds)
+
+
+def noise_files(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in NOISE_SUFFIXES and p.is_file())
+
+
+def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``samples`` ``factor`` times faster: 1.1 shortens by 1/1.1 and raises the pitch, like ``sox speed``."""
+    if factor == 1.0:
+        return samples
+    return soxr.resample(samples, SAMPLE_RATE * factor, SAMPLE_RATE).astype(np.float32)
+
+
+def add_noise(samples: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Mix a random stretch of ``noise`` (looped if too short) into ``samples`` at ``snr_db``."""
+    if len(samples) == 0 or len(noise) == 0:
+        return samples
+    start = int(rng.integers(len(noise)))
+    stretch = np.resize(np.roll(noise, -start), len(samples))
+    signal_power = float(np.mean(samples.astype(np.float64) ** 2))
+    noise_power = float(np.mean(stretch.astype(np.float64) ** 2))
+    if signal_power == 0 or noise_power == 0:
+        return samples
+    gain = np.sqrt(signal_power / (noise_power * 10 ** (snr_db / 10)))
+    return (samples + gain * stretch).astype(np.float32)
+
+
+class Augmentation:
+    """Draws and applies one utterance's augmentation; noise files are read once per worker, when first used."""
+
+    def __init__(self, config: AugmentConfig, seed: int):
+        self.config = config
+        self.seed = seed
+        self.noise_paths = noise_files(config.noise_dir) if config.noise_dir else []
+        self._noise_cache: dict[Path, np.ndarray] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.config.speeds != [1.0] or bool(self.noise_paths)
+
+    def __call__(self, samples: np.ndarray, epoch: int, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch, index])
+        samples = change_speed(samples, float(rng.choice(self.config.speeds)))
+        if self.noise_paths and rng.random() < self.config.noise_probability:
+            low, high = self.config.snr_db
+            samples = add_noise(samples, self._noise(rng), float(rng.uniform(low, high)), rng)
+        return samples
+
+    def _noise(self, rng: np.random.Generator) -> np.ndarray:
+        path = self.noise_paths[int(rng.integers(len(self.noise_paths)))]
+        if path not in self._noise_cache:
+            try:
+                self._noise_cache[path] = load_audio(path)
+            except AsrError as error:
+                raise AsrError(f"augment.noise_dir: {error}") from None
+        return self._noise_cache[path]
