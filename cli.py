@@ -36,6 +36,16 @@ class ByteOrder(str, Enum):
 class Corpus(str, Enum):
     an4 = "an4"
     fsdd = "fsdd"
+    librispeech = "librispeech"
+    ljspeech = "ljspeech"
+    commonvoice = "commonvoice"
+    kaldi = "kaldi"
+
+
+class Split(str, Enum):
+    train = "train"
+    dev = "dev"
+    test = "test"
 
 
 ModelOption = Annotated[Optional[Path], typer.Option("--model", "-m", help="Checkpoint; the bundled model if omitted.")]
@@ -226,16 +236,35 @@ def export(
 @app.command()
 def prepare(
     corpus: Annotated[Corpus, typer.Argument(help="Which corpus layout DIR holds.")],
-    directory: Annotated[Path, typer.Argument(help="The corpus folder, as it ships.")],
+    directory: Annotated[Path, typer.Argument(help="The corpus folder, as it ships (or where --download puts it).")],
     out: Annotated[Path, typer.Option(help="Where manifests (and converted audio) go.")],
+    download: Annotated[bool, typer.Option(
+        "--download", help="First fetch the corpus into DIR (librispeech, ljspeech, an4), verify and extract it.")] = False,
+    checksum: Annotated[Optional[str], typer.Option(
+        help="SHA-256 or MD5 of the archive to download, where none is published (an4).")] = None,
+    subset: Annotated[Optional[list[str]], typer.Option(
+        "--subset", help="librispeech: a subset to prepare (and download); repeatable. Default: every subset in "
+        "DIR; downloading, train-clean-100 and dev/test clean/other.")] = None,
+    split: Annotated[Optional[Split], typer.Option(
+        help="kaldi: which split the data directory is (default train, with dev speakers held out).")] = None,
     dev_speakers: Annotated[Optional[int], typer.Option(help="Training speakers to hold out for dev.")] = None,
-    seed: Annotated[int, typer.Option(help="Chooses the dev speakers.")] = 0,
+    holdout: Annotated[Optional[float], typer.Option(
+        help="ljspeech: share of utterances held out for dev, and again for test (default 0.05).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Chooses the held-out speakers or utterances.")] = None,
 ) -> None:
-    """Write train/dev(/test) manifests for a corpus."""
-    from asr.corpora import CORPORA, summarize
+    """Write train/dev/test manifests for a corpus (the splits it has or that can be carved)."""
+    from asr.corpora import prepare_corpus, summarize
 
-    options = {"seed": seed} | ({"dev_speakers": dev_speakers} if dev_speakers is not None else {})
-    counts = CORPORA[corpus.value](directory, out, **options)
+    if download:
+        from asr.download import download_corpus
+
+        download_corpus(corpus.value, directory, subset, checksum, progress=True)
+    elif checksum is not None:
+        raise typer.BadParameter("applies only with --download", param_hint="--checksum")
+    options = {"subsets": subset, "split": split.value if split else None, "dev_speakers": dev_speakers,
+               "holdout": holdout, "seed": seed}
+    counts = prepare_corpus(corpus.value, directory, out, progress=True,
+                            **{name: value for name, value in options.items() if value is not None})
     typer.echo(f"{out}: {summarize(counts.items())}")
 
 

@@ -1,29 +1,36 @@
 """Turning public corpora, in the layouts they ship in, into manifests.
 
 Each ``prepare_*`` function reads a corpus folder and writes ``train.jsonl``, ``dev.jsonl``
-(speakers carved out of the training speakers, never shared with train) and, where the
-corpus has one, ``test.jsonl``. Audio that needs converting is written as 16 kHz FLAC
-under ``OUT/audio``.
+and ``test.jsonl`` where it has them: the corpus's own splits where it has its own, else dev
+speakers carved out of the training speakers (never shared with train), or for a
+single-speaker corpus, dev and test utterances. Audio already in 16 kHz mono WAV or FLAC is
+used where it lies; anything else is written as 16 kHz FLAC under ``OUT/audio``.
+Transcripts that cannot be written in the model's characters are skipped and counted.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile
 from tqdm import tqdm
 
-from asr.audio import SAMPLE_RATE, RawFormat, audio_duration, load_audio
-from asr.data import Utterance, write_manifest
+from asr.audio import RAW_SUFFIXES, SAMPLE_RATE, RawFormat, audio_duration, load_audio
+from asr.data import Utterance, quiet_unless, write_manifest
 from asr.errors import AsrError
-from asr.text import normalize_text
+from asr.text import TextError, Vocabulary, normalize_text
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 AN4_RAW = RawFormat(sample_rate=16_000, byte_order="big")
+SPLITS = ("train", "dev", "test")
+log = logging.getLogger(__name__)
 
 
 class CorpusError(AsrError):
@@ -37,13 +44,21 @@ class Recording:
     audio: Path
     text: str
     speaker: str
-    split: str  # "train" or "test"
+    split: str  # "train", "dev" or "test"
+    name: str = ""  # unique in the corpus, names converted audio; the audio file's stem if empty
+    subset: str = ""  # the corpus's own part (LibriSpeech's "test-clean"), also written as a manifest of its own
+    start: float = 0.0  # a Kaldi segment of the audio file, in seconds; end None is the file's end
+    end: float | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name or self.audio.stem
 
 
 def split_speakers(recordings: list[Recording], dev_speakers: int, seed: int = 0) -> list[Recording]:
     """Move all recordings of ``dev_speakers`` randomly chosen training speakers to "dev"."""
     speakers = sorted({r.speaker for r in recordings if r.split == "train"})
-    if dev_speakers >= len(speakers):
+    if not 0 <= dev_speakers < len(speakers):
         raise CorpusError(f"cannot hold out {dev_speakers} dev speakers: the corpus has {len(speakers)} training speakers")
     held_out = set(random.Random(seed).sample(speakers, dev_speakers))
     for recording in recordings:
@@ -52,17 +67,88 @@ def split_speakers(recordings: list[Recording], dev_speakers: int, seed: int = 0
     return recordings
 
 
+def split_utterances(recordings: list[Recording], fraction: float, seed: int = 0) -> list[Recording]:
+    """Move a random ``fraction`` of the training recordings (at least one) to "dev", and as many
+    others to "test": for single-speaker corpora, where speakers cannot be held out."""
+    train = [r for r in recordings if r.split == "train"]
+    count = max(1, round(len(train) * fraction))
+    if not 0 < fraction < 0.5 or 2 * count >= len(train):
+        raise CorpusError(f"cannot hold out {fraction:g} of {len(train)} utterances for dev and again for test "
+                          "(the share must be above 0 and below 0.5, and leave training utterances)")
+    chosen = random.Random(seed).sample(train, 2 * count)
+    for index, recording in enumerate(chosen):
+        recording.split = "dev" if index < count else "test"
+    return recordings
+
+
 def write_splits(recordings: list[Recording], out: Path, convert: Callable[[Recording], Path] | None = None,
-                 desc: str = "preparing") -> dict[str, int]:
-    """Convert audio where needed, measure durations, and write one manifest per split."""
-    splits: dict[str, list[Utterance]] = {}
-    for recording in tqdm(recordings, desc=desc, unit="file"):
+                 desc: str = "preparing", progress: bool = False) -> dict[str, int]:
+    """Skip transcripts outside the vocabulary, convert audio where needed, measure durations,
+    and write one manifest per split and per named subset. Returns utterances per split."""
+    vocabulary = Vocabulary()
+    manifests: dict[str, list[Utterance]] = {}
+    skipped = []
+    for recording in tqdm(recordings, desc=desc, unit="file", **quiet_unless(progress)):
+        text = normalize_text(recording.text)
+        if not _writable(text, vocabulary):
+            skipped.append(recording)
+            continue
         audio = convert(recording) if convert else recording.audio
-        duration = audio_duration(audio)
-        splits.setdefault(recording.split, []).append(Utterance(audio, duration, normalize_text(recording.text)))
-    for split, utterances in splits.items():
-        write_manifest(out / f"{split}.jsonl", utterances)
-    return {split: len(utterances) for split, utterances in splits.items()}
+        utterance = Utterance(audio, audio_duration(audio), text)
+        for manifest in {recording.split, recording.subset} - {""}:
+            manifests.setdefault(manifest, []).append(utterance)
+    if skipped:
+        log.warning("skipped %d of %d utterances: transcripts empty or with characters outside a-z and ' "
+                    "(first: %s %r)", len(skipped), len(recordings), skipped[0].key, skipped[0].text)
+    if not manifests:
+        raise CorpusError(f"{out}: nothing to write: no utterance has a transcript in the vocabulary")
+    for name, utterances in manifests.items():
+        write_manifest(out / f"{name}.jsonl", utterances)
+    return {split: len(manifests[split]) for split in SPLITS if split in manifests}
+
+
+def _writable(text: str, vocabulary: Vocabulary) -> bool:
+    try:
+        vocabulary.encode(text)
+    except TextError:
+        return False
+    return bool(text)
+
+
+def flac_converter(out: Path, corpus: str, raw: RawFormat | None = None) -> Callable[[Recording], Path]:
+    """A ``convert`` for :func:`write_splits`: 16 kHz mono WAV and FLAC files are used where they
+    lie; anything else, and any segment of a file, becomes 16-bit FLAC at
+    ``OUT/audio/<corpus>/<split>/<key>.flac``. ``raw`` is the layout of headerless files."""
+    load = functools.lru_cache(maxsize=1)(load_audio)  # segments of one recording come one after another
+
+    def convert(recording: Recording) -> Path:
+        whole = recording.start == 0 and recording.end is None
+        if whole and _is_16k_mono(recording.audio):
+            return recording.audio
+        samples = load(recording.audio, SAMPLE_RATE, raw if recording.audio.suffix.lower() in RAW_SUFFIXES else None)
+        if not whole:
+            stop = None if recording.end is None else round(recording.end * SAMPLE_RATE)
+            duration = len(samples) / SAMPLE_RATE
+            samples = samples[round(recording.start * SAMPLE_RATE):stop]
+            if not samples.size:
+                raise CorpusError(f"{recording.key}: segment from {recording.start:g} s lies outside "
+                                  f"{recording.audio} ({duration:g} s long)")
+        target = out / "audio" / corpus / recording.split / f"{recording.key}.flac"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(target, samples, SAMPLE_RATE, subtype="PCM_16")
+        return target
+
+    return convert
+
+
+def _is_16k_mono(path: Path) -> bool:
+    if path.suffix.lower() not in (".wav", ".flac"):
+        return False
+    try:
+        info = soundfile.info(path)
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        return False  # converting then reports the file properly
+    return info.samplerate == SAMPLE_RATE and info.channels == 1
 
 
 def _require_folder(root: Path, what: str) -> None:
@@ -70,20 +156,34 @@ def _require_folder(root: Path, what: str) -> None:
         raise CorpusError(f"{root}: no such folder (expected the {what} corpus)")
 
 
+def _corpus_folder(root: Path, what: str, inner: str) -> Path:
+    """``root``, or ``root/inner`` where the corpus's archive was extracted into ``root``."""
+    _require_folder(root, what)
+    return root / inner if (root / inner).is_dir() else root
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    if not path.is_file():
+        raise CorpusError(f"{path}: missing (expected in the {what} layout)")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CorpusError(f"{path}: not UTF-8 text") from None
+
+
 def an4_recordings(root: Path) -> list[Recording]:
     """AN4 as CMU ships it: ``wav/an4_clstk/<speaker>/<utt>.raw`` (big-endian) or ``.sph``,
     transcripts in ``etc/an4_train.transcription`` and, in a full download, ``an4_test``."""
-    _require_folder(root, "AN4")
+    root = _corpus_folder(root, "AN4", "an4")
     recordings = []
     for split, folder, transcripts in [("train", "an4_clstk", "an4_train.transcription"),
                                        ("test", "an4test_clstk", "an4_test.transcription")]:
         transcript_file = root / "etc" / transcripts
-        if not transcript_file.is_file():
-            if split == "train":
-                raise CorpusError(f"{transcript_file}: missing (is {root} an AN4 folder?)")
+        if not transcript_file.is_file() and split == "test":
             continue
+        lines = _read_lines(transcript_file, "AN4")
         audio_files = {p.stem: p for p in (root / "wav" / folder).glob("*/*") if p.suffix in (".raw", ".sph", ".wav")}
-        for number, line in enumerate(transcript_file.read_text().splitlines(), start=1):
+        for number, line in enumerate(lines, start=1):
             match = re.fullmatch(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\(([^()]+)\)\s*", line)
             if not line.strip():
                 continue
@@ -97,18 +197,11 @@ def an4_recordings(root: Path) -> list[Recording]:
     return recordings
 
 
-def prepare_an4(root: str | Path, out: str | Path, dev_speakers: int = 7, seed: int = 0) -> dict[str, int]:
-    root, out = Path(root), Path(out)
-    recordings = split_speakers(an4_recordings(root), dev_speakers, seed)
-
-    def to_flac(recording: Recording) -> Path:
-        target = out / "audio" / "an4" / recording.split / f"{recording.audio.stem}.flac"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        raw = AN4_RAW if recording.audio.suffix == ".raw" else None
-        soundfile.write(target, load_audio(recording.audio, SAMPLE_RATE, raw=raw), SAMPLE_RATE, subtype="PCM_16")
-        return target
-
-    return write_splits(recordings, out, to_flac, desc="AN4")
+def prepare_an4(root: str | Path, out: str | Path, dev_speakers: int = 7, seed: int = 0,
+                progress: bool = False) -> dict[str, int]:
+    out = Path(out)
+    recordings = split_speakers(an4_recordings(Path(root)), dev_speakers, seed)
+    return write_splits(recordings, out, flac_converter(out, "an4", raw=AN4_RAW), "AN4", progress)
 
 
 def fsdd_recordings(root: Path) -> list[Recording]:
@@ -125,13 +218,227 @@ def fsdd_recordings(root: Path) -> list[Recording]:
     return recordings
 
 
-def prepare_fsdd(root: str | Path, out: str | Path, dev_speakers: int = 1, seed: int = 0) -> dict[str, int]:
+def prepare_fsdd(root: str | Path, out: str | Path, dev_speakers: int = 1, seed: int = 0,
+                 progress: bool = False) -> dict[str, int]:
     """FSDD has no speaker-disjoint test split of its own, so only train and dev are written."""
     recordings = split_speakers(fsdd_recordings(Path(root)), dev_speakers, seed)
-    return write_splits(recordings, Path(out), desc="FSDD")
+    return write_splits(recordings, Path(out), desc="FSDD", progress=progress)
 
 
-CORPORA: dict[str, Callable[..., dict[str, int]]] = {"an4": prepare_an4, "fsdd": prepare_fsdd}
+LIBRISPEECH_SUBSETS = {
+    "train-clean-100": "train", "train-clean-360": "train", "train-other-500": "train",
+    "dev-clean": "dev", "dev-other": "dev", "test-clean": "test", "test-other": "test",
+    "train-clean-5": "train", "dev-clean-2": "dev",  # Mini LibriSpeech (OpenSLR 31)
+}
+
+
+def librispeech_recordings(root: Path, subsets: Sequence[str] | None = None) -> list[Recording]:
+    """LibriSpeech's ``<subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt`` and its FLAC
+    files, for ``subsets`` (every subset in the folder if None)."""
+    root = _corpus_folder(root, "LibriSpeech", "LibriSpeech")
+    if subsets is None:
+        subsets = [subset for subset in LIBRISPEECH_SUBSETS if (root / subset).is_dir()]
+        if not subsets:
+            raise CorpusError(f"{root}: no LibriSpeech subset folders ({', '.join(LIBRISPEECH_SUBSETS)})")
+    recordings = []
+    for subset in subsets:
+        if subset not in LIBRISPEECH_SUBSETS:
+            raise CorpusError(f"{subset}: not a LibriSpeech subset ({', '.join(LIBRISPEECH_SUBSETS)})")
+        _require_folder(root / subset, f"LibriSpeech {subset}")
+        transcripts = sorted((root / subset).glob("*/*/*.trans.txt"))
+        if not transcripts:
+            raise CorpusError(f"{root / subset}: no <speaker>/<chapter>/*.trans.txt transcripts")
+        for transcript in transcripts:
+            for number, line in enumerate(_read_lines(transcript, "LibriSpeech chapter"), start=1):
+                utterance_id, _, text = line.strip().partition(" ")
+                if not utterance_id:
+                    continue
+                audio = transcript.parent / f"{utterance_id}.flac"
+                if not audio.is_file():
+                    raise CorpusError(f"{transcript}:{number}: no audio file {audio.name}")
+                recordings.append(Recording(audio, text, utterance_id.split("-")[0], LIBRISPEECH_SUBSETS[subset],
+                                            subset=subset))
+    return recordings
+
+
+def prepare_librispeech(root: str | Path, out: str | Path, subsets: Sequence[str] | None = None,
+                        progress: bool = False) -> dict[str, int]:
+    """Train, dev and test from LibriSpeech's own subsets, and a manifest per subset
+    (``test-clean.jsonl``, ...) for results comparable with the literature."""
+    out = Path(out)
+    return write_splits(librispeech_recordings(Path(root), subsets), out, flac_converter(out, "librispeech"),
+                        "LibriSpeech", progress)
+
+
+def ljspeech_recordings(root: Path) -> list[Recording]:
+    """LJSpeech's ``metadata.csv`` (``id|text|normalized text``) and ``wavs/<id>.wav``; the
+    normalized text, with numbers and abbreviations spelled out, is the transcript."""
+    root = _corpus_folder(root, "LJSpeech", "LJSpeech-1.1")
+    metadata = root / "metadata.csv"
+    recordings = []
+    for number, line in enumerate(_read_lines(metadata, "LJSpeech"), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != 3:
+            raise CorpusError(f"{metadata}:{number}: expected 'id|text|normalized text', found {len(fields)} fields")
+        audio = root / "wavs" / f"{fields[0]}.wav"
+        if not audio.is_file():
+            raise CorpusError(f"{metadata}:{number}: no audio file {audio}")
+        recordings.append(Recording(audio, fields[2], "LJ", "train"))
+    return recordings
+
+
+def prepare_ljspeech(root: str | Path, out: str | Path, holdout: float = 0.05, seed: int = 0,
+                     progress: bool = False) -> dict[str, int]:
+    """One speaker, so dev and test are each a random ``holdout`` share of the utterances."""
+    out = Path(out)
+    recordings = split_utterances(ljspeech_recordings(Path(root)), holdout, seed)
+    return write_splits(recordings, out, flac_converter(out, "ljspeech"), "LJSpeech", progress)
+
+
+def commonvoice_recordings(root: Path) -> list[Recording]:
+    """A Common Voice language folder: ``train.tsv``, ``dev.tsv``, ``test.tsv`` (with ``path``,
+    ``sentence`` and ``client_id`` columns) and the MP3 files in ``clips/``."""
+    _require_folder(root, "Common Voice")
+    tables = {split: root / f"{split}.tsv" for split in SPLITS if (root / f"{split}.tsv").is_file()}
+    if not tables:
+        raise CorpusError(f"{root}: no train.tsv, dev.tsv or test.tsv (expected a Common Voice language folder)")
+    recordings = []
+    for split, table in tables.items():
+        lines = _read_lines(table, "Common Voice")
+        header = lines[0].split("\t") if lines else []
+        if not {"path", "sentence"} <= set(header):
+            raise CorpusError(f"{table}: its header has no 'path' and 'sentence' columns (not a Common Voice tsv)")
+        for number, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                raise CorpusError(f"{table}:{number}: {len(fields)} tab-separated fields, the header has {len(header)}")
+            row = dict(zip(header, fields))
+            clip = row["path"] if Path(row["path"]).suffix else f"{row['path']}.mp3"  # early releases omit it
+            audio = root / "clips" / clip
+            if not audio.is_file():
+                raise CorpusError(f"{table}:{number}: no audio file {audio}")
+            recordings.append(Recording(audio, row["sentence"], row.get("client_id") or audio.stem, split))
+    return recordings
+
+
+def prepare_commonvoice(root: str | Path, out: str | Path, progress: bool = False) -> dict[str, int]:
+    """Common Voice's own splits (speaker-disjoint); MP3 is converted to FLAC, which decodes
+    far faster in training."""
+    out = Path(out)
+    return write_splits(commonvoice_recordings(Path(root)), out, flac_converter(out, "commonvoice"),
+                        "Common Voice", progress)
+
+
+_KALDI_MARKUP = re.compile(r"^(<[^>]*>|\[[^\]]*\])$")  # <unk>, [noise], <sil>: not words
+
+
+def kaldi_recordings(data_dir: Path, split: str = "train") -> list[Recording]:
+    """A Kaldi data directory: ``wav.scp`` (plain paths), ``text``, and where present
+    ``utt2spk`` (else each utterance is its own speaker) and ``segments``.
+
+    Commands in ``wav.scp`` (``sox ... |``) are refused rather than run: a data file that
+    runs programs can do anything. Relative paths are looked up from the data directory
+    and the three folders above it (recipes write them relative to the recipe folder).
+    """
+    _require_folder(data_dir, "Kaldi data directory")
+    data_dir = data_dir.resolve()
+    wav_scp = data_dir / "wav.scp"
+    audio = {key: _kaldi_audio(value, data_dir, f"{wav_scp}:{number}")
+             for key, (value, number) in _kaldi_table(wav_scp).items()}
+    texts = _kaldi_table(data_dir / "text", allow_empty=True)
+    speakers = _kaldi_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else {}
+    segments_file = data_dir / "segments"
+    if segments_file.is_file():
+        utterances = {key: _kaldi_segment(value, audio, f"{segments_file}:{number}")
+                      for key, (value, number) in _kaldi_table(segments_file).items()}
+    else:
+        utterances = {key: (path, 0.0, None) for key, path in audio.items()}
+    recordings = []
+    for key, (path, start, end) in utterances.items():
+        if key not in texts:
+            raise CorpusError(f"{data_dir / 'text'}: no transcript for utterance {key}")
+        text = " ".join(word for word in texts[key][0].split() if not _KALDI_MARKUP.match(word))
+        speaker = speakers[key][0] if key in speakers else key
+        recordings.append(Recording(path, text, speaker, split, name=key, start=start, end=end))
+    return recordings
+
+
+def _kaldi_table(path: Path, allow_empty: bool = False) -> dict[str, tuple[str, int]]:
+    """Key -> (rest of the line, line number) for a Kaldi table file."""
+    table: dict[str, tuple[str, int]] = {}
+    for number, line in enumerate(_read_lines(path, "Kaldi data"), start=1):
+        fields = line.strip().split(maxsplit=1)
+        if not fields:
+            continue
+        if len(fields) == 1 and not allow_empty:
+            raise CorpusError(f"{path}:{number}: expected '<id> <value>'")
+        if fields[0] in table:
+            raise CorpusError(f"{path}:{number}: {fields[0]} appears twice")
+        table[fields[0]] = (fields[1] if len(fields) == 2 else "", number)
+    return table
+
+
+def _kaldi_audio(value: str, data_dir: Path, where: str) -> Path:
+    if value.endswith("|"):
+        raise CorpusError(f"{where}: reads audio through a command ({value!r}), which is not run: "
+                          "write the audio to files and list their paths")
+    path = Path(value)
+    candidates = [path] if path.is_absolute() else [base / path for base in (data_dir, *data_dir.parents[:3])]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CorpusError(f"{where}: {value}: no such file"
+                      + ("" if path.is_absolute() else f" (looked in {data_dir} and the three folders above it)"))
+
+
+def _kaldi_segment(value: str, audio: dict[str, Path], where: str) -> tuple[Path, float, float | None]:
+    fields = value.split()
+    try:
+        recording, start, end = fields[0], float(fields[1]), float(fields[2])
+    except (IndexError, ValueError):
+        raise CorpusError(f"{where}: expected '<utterance> <recording> <start> <end>'") from None
+    if recording not in audio:
+        raise CorpusError(f"{where}: recording {recording} is not in wav.scp")
+    if start < 0 or (end != -1 and end <= start):  # an end of -1 is the recording's end
+        raise CorpusError(f"{where}: segment {start:g}-{end:g} s is empty or negative")
+    return audio[recording], start, None if end == -1 else end
+
+
+def prepare_kaldi(root: str | Path, out: str | Path, split: str = "train", dev_speakers: int | None = None,
+                  seed: int = 0, progress: bool = False) -> dict[str, int]:
+    """One data directory as ``split``; from a training one, ``dev_speakers`` speakers (a tenth
+    of them, at least one, by default) are held out for dev."""
+    if split not in SPLITS:
+        raise CorpusError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if split != "train" and dev_speakers is not None:
+        raise CorpusError(f"dev speakers are held out of a training directory, and {root} is prepared as {split}")
+    out = Path(out)
+    recordings = kaldi_recordings(Path(root), split)
+    if split == "train":
+        count = len({r.speaker for r in recordings})
+        split_speakers(recordings, max(1, round(count / 10)) if dev_speakers is None else dev_speakers, seed)
+    return write_splits(recordings, out, flac_converter(out, "kaldi"), "Kaldi", progress)
+
+
+CORPORA: dict[str, Callable[..., dict[str, int]]] = {
+    "an4": prepare_an4, "fsdd": prepare_fsdd, "librispeech": prepare_librispeech, "ljspeech": prepare_ljspeech,
+    "commonvoice": prepare_commonvoice, "kaldi": prepare_kaldi,
+}
+
+
+def prepare_corpus(corpus: str, root: str | Path, out: str | Path, progress: bool = False, **options) -> dict[str, int]:
+    """Run ``corpus``'s preparer, refusing options that do not apply to it."""
+    if corpus not in CORPORA:
+        raise CorpusError(f"{corpus}: unknown corpus (known: {', '.join(CORPORA)})")
+    accepted = inspect.signature(CORPORA[corpus]).parameters
+    for option in options:
+        if option not in accepted:
+            raise CorpusError(f"{corpus}: the {option.replace('_', ' ')} option does not apply")
+    return CORPORA[corpus](root, out, progress=progress, **options)
 
 
 def summarize(counts: Iterable[tuple[str, int]]) -> str:
