@@ -11,10 +11,11 @@ import pytest
 import soundfile
 
 from asr.audio import load_audio
+from asr.config import load_config
 from asr.corpora import (CorpusError, kaldi_recordings, prepare_commonvoice, prepare_corpus, prepare_kaldi,
                          prepare_librispeech, prepare_ljspeech)
 from asr.data import read_manifest
-from conftest import DATA, assert_one_line_error, rms, run_cli
+from conftest import DATA, REPO, assert_one_line_error, rms, run_cli
 
 LIBRISPEECH = DATA / "librispeech"
 LJSPEECH = DATA / "ljspeech"
@@ -278,3 +279,11 @@ def test_options_that_do_not_apply_are_refused(tmp_path):
     with pytest.raises(CorpusError, match="librispeech: the dev speakers option does not apply"):
         prepare_corpus("librispeech", LIBRISPEECH, tmp_path, dev_speakers=2)
     assert prepare_corpus("kaldi", KALDI / "train", tmp_path, split="dev") == {"dev": 4}
+
+
+@pytest.mark.parametrize("name", ["librispeech_100h", "librispeech_960h"])
+def test_librispeech_configs_load(name):
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert config.model.bidirectional and config.model.rnn_type == "lstm"
+    assert config.data.train[0] == "runs/data/librispeech/train-clean-100.jsonl"
+    assert config.data.dev == ["runs/data/librispeech/dev-clean.jsonl"]
