@@ -57,7 +57,7 @@ ARCHIVES: dict[str, dict[str, Archive]] = {
     # SHA-256 as torchaudio 2.11 pins it (torchaudio/datasets/ljspeech.py).
     "ljspeech": {"LJSpeech-1.1": Archive("https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2",
                                          "be1a30453f28eb8dd26af4101ae40cbf2c50413b1bb21936cbcdc6fae3de8aa5")},
-    # CMU publishes no checksum for AN4, so the user supplies one.
+    # No published checksum for AN4 could be verified, so the user supplies one.
     "an4": {"an4": Archive("http://www.speech.cs.cmu.edu/databases/an4/an4_sphere.tar.gz", None)},
 }
 # What a download fetches when no parts are named: LibriSpeech's 100-hour setup.
