@@ -130,13 +130,21 @@ def aligned_spans(log_probs: np.ndarray, text: str, vocabulary: Vocabulary) -> l
     skip = np.zeros(len(states), dtype=bool)
     skip[3::2] = states[3::2] != states[1:-2:2]
     emissions = log_probs[:, states]
+    # Row 0: stay in the state; row 1: come from the previous state; row 2: skip a blank.
+    # Filled in place each frame: this loop is most of the alignment's time.
+    candidates = np.full((3, len(states)), -np.inf)
+    skip_penalty = np.where(skip, 0.0, -np.inf)[2:]
+    columns = np.arange(len(states))
     score = np.full(len(states), -np.inf)
     score[:2] = emissions[0, :2]
     back = np.zeros((len(log_probs), len(states)), dtype=np.int8)  # 0 stay, 1 from previous, 2 skip
     for t in range(1, len(log_probs)):
-        candidates = np.stack([score, np.r_[-np.inf, score[:-1]], np.where(skip, np.r_[-np.inf, -np.inf, score[:-2]], -np.inf)])
-        back[t] = candidates.argmax(axis=0)
-        score = candidates.max(axis=0) + emissions[t]
+        candidates[0] = score
+        candidates[1, 1:] = score[:-1]
+        np.add(score[:-2], skip_penalty, out=candidates[2, 2:])
+        choice = candidates.argmax(axis=0)
+        back[t] = choice
+        score = candidates[choice, columns] + emissions[t]
     state = len(states) - 1 if len(states) == 1 or score[-1] >= score[-2] else len(states) - 2
     path = np.empty(len(log_probs), dtype=np.int64)
     for t in range(len(log_probs) - 1, -1, -1):
@@ -206,13 +214,18 @@ class Decoder:
     def _workers(self):
         """The pool of beam-search processes, started on first use and kept.
 
-        pyctcdecode's workers reach the LM through a class-level registry that they
-        inherit by fork, so the pool is started after the LM and its weights are set.
+        Workers inherit this decoder, its LM included, by fork (nothing large is pickled),
+        so the pool is started after the LM and its weights are set.
         """
-        workers = self.options.workers or os.cpu_count() or 1
-        if self._pool is None and workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            self._pool = multiprocessing.get_context("fork").Pool(workers)
+        global _FORKED_DECODER
+        if self._pool is None and self._worker_count > 1 and "fork" in multiprocessing.get_all_start_methods():
+            _FORKED_DECODER = self
+            self._pool = multiprocessing.get_context("fork").Pool(self._worker_count)
         return self._pool
+
+    @property
+    def _worker_count(self) -> int:
+        return self.options.workers or os.cpu_count() or 1
 
     def close(self) -> None:
         if self._pool is not None:
@@ -237,19 +250,28 @@ class Decoder:
                 for array, utterance in zip(log_probs, spans)]
 
     def _beam_spans(self, log_probs: Sequence[np.ndarray]) -> list[list[tuple[str, int, int]]]:
+        pool = self._workers() if len(log_probs) > 1 else None
+        if pool is None:
+            return [self._search(array) for array in log_probs]
+        return pool.map(_search_in_worker, log_probs, chunksize=max(1, len(log_probs) // (4 * self._worker_count)))
+
+    def _search(self, log_probs: np.ndarray) -> list[tuple[str, int, int]]:
+        """One utterance's best beam, as words with the frame spans of their CTC alignment."""
         options = self.options
-        compressed = [compress_blanks(array, self.vocabulary.blank, options.blank_skip_prob) for array in log_probs]
-        # pyctcdecode takes an empty matrix badly; an utterance without frames has no words.
-        todo = [i for i, (frames, _) in enumerate(compressed) if len(frames)]
-        beams = self._beam_search.decode_beams_batch(
-            self._workers() if len(todo) > 1 else None, [compressed[i][0] for i in todo], beam_width=options.beam_width,
-            beam_prune_logp=options.beam_prune_logp, token_min_logp=options.token_min_logp,
-            hotwords=options.hotwords or None, hotword_weight=options.hotword_weight,
-        )
-        spans: list[list[tuple[str, int, int]]] = [[] for _ in log_probs]
-        for i, utterance_beams in zip(todo, beams):
-            # Align on the kept frames (a collapsed run of blanks holds no letter), then map back.
-            frames, kept = compressed[i]
-            spans[i] = [(word, int(kept[start]), int(kept[end - 1]) + 1)
-                        for word, start, end in aligned_spans(frames, utterance_beams[0][0], self.vocabulary)]
-        return spans
+        frames, kept = compress_blanks(log_probs, self.vocabulary.blank, options.blank_skip_prob)
+        if not len(frames):  # pyctcdecode takes an empty matrix badly; no frames, no words
+            return []
+        beams = self._beam_search.decode_beams(
+            frames, beam_width=options.beam_width, beam_prune_logp=options.beam_prune_logp,
+            token_min_logp=options.token_min_logp, hotwords=options.hotwords or None,
+            hotword_weight=options.hotword_weight, prune_history=True)  # as decode() does: only the best beam is kept
+        # Align on the kept frames (a collapsed run of blanks holds no letter), then map back.
+        return [(word, int(kept[start]), int(kept[end - 1]) + 1)
+                for word, start, end in aligned_spans(frames, beams[0][0], self.vocabulary)]
+
+
+_FORKED_DECODER: Decoder | None = None  # the decoder whose worker pool was started last
+
+
+def _search_in_worker(log_probs: np.ndarray) -> list[tuple[str, int, int]]:
+    return _FORKED_DECODER._search(log_probs)
