@@ -70,7 +70,8 @@ def load(model: Optional[Path], device: Optional[str], decoder: Optional[Decoder
 
 @app.command()
 def transcribe(
-    files: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, OGG, MP3, SPHERE, raw PCM).")],
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Audio files (WAV, FLAC, OGG, MP3, SPHERE, raw PCM), folders (searched recursively) or glob patterns.")],
     model: ModelOption = None,
     decoder: DecoderOption = None,
     beam_width: BeamWidthOption = 100,
@@ -80,34 +81,31 @@ def transcribe(
     hotword: HotwordOption = None,
     hotword_weight: HotwordWeightOption = 10.0,
     format: Annotated[Format, typer.Option("--format", "-f", help="txt, json (with word timings), srt or vtt.")] = Format.txt,
-    output_dir: Annotated[Optional[Path], typer.Option(help="Write one file per input here instead of printing.")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(
+        help="Write one file per input here (mirroring the folders given) instead of printing.")] = None,
+    skip_existing: Annotated[bool, typer.Option(
+        help="Skip inputs whose output file exists already: resumes an interrupted job.")] = False,
+    batch_seconds: Annotated[float, typer.Option(help="Seconds of audio the model runs on at once.")] = 60.0,
+    workers: Annotated[int, typer.Option(help="Threads reading and cutting audio ahead of the model.")] = 2,
+    progress: Annotated[Optional[bool], typer.Option(
+        help="A progress bar and a summary line on stderr; on by default when it is a terminal.")] = None,
     raw_sample_rate: Annotated[int, typer.Option(help="Sample rate of .raw/.pcm files.")] = 16000,
     raw_byte_order: Annotated[ByteOrder, typer.Option(help="Byte order of .raw/.pcm files (16-bit mono).")] = ByteOrder.little,
     device: DeviceOption = None,
 ) -> None:
-    """Transcribe audio files; a file that cannot be read is reported and the rest go on."""
+    """Transcribe audio of any length; a file that cannot be read is reported and the rest go on."""
     from asr.audio import RawFormat
-    from asr.data import write_text_atomically
-    from asr.transcribe import format_transcript, output_path, transcribe_files
+    from asr.transcribe import transcribe_job
 
     raw = RawFormat(sample_rate=raw_sample_rate, byte_order=raw_byte_order.value)
     recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
-                            hotwords=hotword or [], hotword_weight=hotword_weight)
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for result in transcribe_files(recognizer, files, text_decoder, raw=raw):
-        if result.error:
-            failures += 1
-            typer.echo(f"error: {result.error}", err=True)
-        elif output_dir is not None:
-            write_text_atomically(output_path(result, output_dir, format.value), format_transcript(result, format.value))
-        elif format is Format.txt and len(files) > 1:
-            typer.echo(f"{result.path}\t{result.text}")
-        else:
-            typer.echo(format_transcript(result, format.value), nl=False)
-    text_decoder.close()
-    if failures:
+                                    hotwords=hotword or [], hotword_weight=hotword_weight)
+    try:
+        summary = transcribe_job(recognizer, text_decoder, inputs, format.value, output_dir, skip_existing,
+                                 batch_seconds, raw, workers, sys.stderr.isatty() if progress is None else progress)
+    finally:
+        text_decoder.close()
+    if summary.failed:
         raise typer.Exit(2)
 
 

@@ -8,6 +8,7 @@ FFmpeg's system libraries since 2.9.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from asr.errors import AsrError
 
 SAMPLE_RATE = 16_000
 RAW_SUFFIXES = {".raw", ".pcm"}
+# Outside this range a header's rate is damage, not audio (and resampling 1 Hz audio to 16 kHz would take forever).
+RATE_RANGE = (1_000, 1_000_000)
+BLOCK_SECONDS = 10.0  # what stream_audio reads at a time
 
 
 class AudioError(AsrError):
@@ -48,6 +52,8 @@ def _check_readable(path: Path) -> None:
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a regular file")
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: permission denied")
     if path.stat().st_size == 0:
@@ -72,32 +78,67 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, raw: Raw
     """Read an audio file as mono float32 at ``sample_rate``; raw PCM as :func:`_open` says."""
     path = Path(path)
     with _open(path, raw) as sound:
-        try:
-            samples, rate = sound.read(dtype="float32", always_2d=True), sound.samplerate
-        except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
-            raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
+        samples, rate = _read(sound, path), sound.samplerate
     return to_model_input(samples, rate, sample_rate, source=str(path))
+
+
+def stream_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, raw: RawFormat | None = None,
+                 block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """:func:`load_audio`'s samples in consecutive blocks, read, mixed and resampled a block at a time,
+    so that a file of any length is read in bounded memory. Concatenated, they equal ``load_audio``'s."""
+    path = Path(path)
+    with _open(path, raw) as sound:
+        frames = max(1, int(block_seconds * sound.samplerate))
+
+        def blocks() -> Iterator[np.ndarray]:
+            while len(block := _read(sound, path, frames)):
+                yield block
+
+        yield from mono_stream(blocks(), sound.samplerate, sample_rate, str(path))
 
 
 def to_model_input(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE, source: str = "audio") -> np.ndarray:
     """Mix (frames, channels) or (frames,) samples to mono, resample, and clean them up."""
-    if rate <= 0 or rate > 1_000_000:
-        raise AudioError(f"{source}: implausible sample rate {rate} Hz")
-    samples = np.asarray(samples, dtype=np.float32)
-    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    if mono.size == 0:
+    return np.concatenate(list(mono_stream([samples], rate, sample_rate, source)))
+
+
+def mono_stream(blocks: Iterable[np.ndarray], rate: int, sample_rate: int = SAMPLE_RATE, source: str = "audio"
+                ) -> Iterator[np.ndarray]:
+    """Consecutive blocks of (frames, channels) or (frames,) samples at ``rate`` as mono float32 blocks at
+    ``sample_rate``: mixed down, NaN and infinities replaced, resampled as one continuous stream."""
+    check_sample_rate(rate, source)
+    resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
+    empty = True
+    for block in blocks:
+        block = np.asarray(block, dtype=np.float32)
+        mono = block.mean(axis=1) if block.ndim == 2 else block
+        if not np.isfinite(mono).all():
+            mono = np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0)
+        empty = empty and mono.size == 0
+        yield np.ascontiguousarray(resampler.resample_chunk(mono) if resampler else mono, dtype=np.float32)
+    if empty:
         raise AudioError(f"{source}: contains no audio samples")
-    if not np.isfinite(mono).all():
-        mono = np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    if resampler:
+        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+def check_sample_rate(rate: float, source: str = "audio") -> None:
+    if not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+        raise AudioError(f"{source}: implausible sample rate {rate:g} Hz")
 
 
 def audio_duration(path: str | os.PathLike, raw: RawFormat | None = None) -> float:
     """Duration in seconds, read from the header (or file size, for raw PCM) without decoding."""
     with _open(Path(path), raw) as sound:
         return sound.frames / sound.samplerate
+
+
+def _read(sound: soundfile.SoundFile, path: Path, frames: int = -1) -> np.ndarray:
+    """(frames, channels) float32 samples from where ``sound`` is; all the rest when ``frames`` is -1."""
+    try:
+        return sound.read(frames, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
 
 
 def _first_line(error: Exception) -> str:

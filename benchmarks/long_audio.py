@@ -1,0 +1,121 @@
+"""Long recordings: words lost or doubled at the cuts, peak memory, and speed.
+
+    python benchmarks/long_audio.py [--manifest runs/data/an4/dev.jsonl] [--minutes 10 60] [--repeats 3]
+
+Joins the manifest's utterances (AN4's dev speakers by default; prepared from
+../shared/corpora/an4 into a temporary folder when the manifest is missing) with
+--gap seconds of faint noise between them and prints:
+- the WER of transcribing the joined recording as one file against the WER of
+  transcribing the utterances one by one, and their ratio, greedy and with the model's
+  default decoder (beam search with its LM);
+- for recordings of each of --minutes (the utterances repeated), the peak memory (RSS)
+  and the real-time factor of `asr transcribe` on it in a fresh process, model loading
+  included (the median of --repeats runs).
+Recordings are written to a temporary folder, never into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from asr.audio import SAMPLE_RATE, load_audio
+from asr.checkpoint import DEFAULT_MODEL, load_model
+from asr.data import Utterance, read_manifest
+from asr.evaluate import error_rates
+from asr.transcribe import transcribe_files
+
+REPO = Path(__file__).resolve().parent.parent
+GAP_NOISE_DB = -60.0  # level of the noise between utterances, dB of full scale
+
+
+def dev_utterances(manifest: Path, scratch: Path) -> list[Utterance]:
+    if not manifest.exists():
+        out = scratch / "an4"
+        subprocess.run([sys.executable, "-c", "import cli; cli.main()", "prepare", "an4",
+                        str(REPO.parent / "shared" / "corpora" / "an4"), "--out", str(out)], check=True, cwd=REPO)
+        manifest = out / "dev.jsonl"
+    return read_manifest(manifest)
+
+
+def write_joined(utterances: list[Utterance], path: Path, gap: float, seconds: float | None = None) -> float:
+    """Write the utterances one after another with ``gap`` s of faint noise between them, cycling through
+    them until ``seconds`` of audio when given; written a clip at a time. Returns the duration."""
+    rng = np.random.default_rng(0)
+    written = 0
+    with soundfile.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as out:
+        cycle = 0
+        while cycle == 0 or (seconds is not None and written < seconds * SAMPLE_RATE):
+            for utterance in utterances:
+                noise = rng.standard_normal(round(gap * SAMPLE_RATE)) * 10 ** (GAP_NOISE_DB / 20)
+                for samples in (load_audio(utterance.audio_filepath), noise):
+                    out.write(samples.astype(np.float32))
+                    written += len(samples)
+                if seconds is not None and written >= seconds * SAMPLE_RATE:
+                    break
+            cycle += 1
+    return written / SAMPLE_RATE
+
+
+def joined_against_separate(utterances: list[Utterance], joined: Path, decoder_kind: str | None) -> tuple[float, float]:
+    recognizer = load_model(DEFAULT_MODEL, "cpu")
+    decoder = recognizer.decoder(decoder_kind)
+    references = [u.text for u in utterances]
+    separate = [t.text for t in transcribe_files(recognizer, [u.audio_filepath for u in utterances], decoder)]
+    (whole,) = transcribe_files(recognizer, [joined], decoder)
+    decoder.close()
+    assert whole.error is None, whole.error
+    return error_rates(references, separate).wer, error_rates([" ".join(references)], [whole.text]).wer
+
+
+def run_measured(args: list[str]) -> tuple[float, float]:
+    """Wall-clock seconds and peak RSS (MB) of a fresh process (and the beam-search workers it waits for)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed")
+    return seconds, usage.ru_maxrss / 1024  # kilobytes on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, default=REPO / "runs/data/an4/dev.jsonl")
+    parser.add_argument("--gap", type=float, default=0.3, help="seconds of faint noise between utterances")
+    parser.add_argument("--minutes", type=float, nargs="*", default=[10, 60])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="asr-long-") as scratch:
+        scratch = Path(scratch)
+        utterances = dev_utterances(args.manifest, scratch)
+        joined = scratch / "joined.wav"
+        seconds = write_joined(utterances, joined, args.gap)
+        print(f"{len(utterances)} utterances joined with {args.gap:g} s gaps: {seconds / 60:.1f} min")
+        for kind, label in (("greedy", "greedy"), (None, "default decoder (beam + LM)")):
+            separate, whole = joined_against_separate(utterances, joined, kind)
+            print(f"{label}: WER one by one {separate:.2%}, joined {whole:.2%}, ratio {whole / separate:.3f}")
+        for minutes in args.minutes:
+            path = scratch / f"{minutes:g}min.wav"
+            duration = write_joined(utterances, path, args.gap, minutes * 60)
+            command = [sys.executable, "-c", "import cli; cli.main()", "transcribe", str(path),
+                       "--format", "json", "--no-progress"]
+            runs = [run_measured(command) for _ in range(args.repeats)]
+            rtf = statistics.median(wall for wall, _ in runs) / duration
+            peak = max(rss for _, rss in runs)
+            print(f"{minutes:g} min recording: peak RSS {peak:.0f} MB, real-time factor {rtf:.4f} "
+                  f"(median of {len(runs)}, model loading included)")
+            path.unlink()
+
+
+if __name__ == "__main__":
+    main()
