@@ -4,7 +4,8 @@
 
 Joins the manifest's utterances (AN4's dev speakers by default; prepared from
 ../shared/corpora/an4 into a temporary folder when the manifest is missing) with
---gap seconds of faint noise between them and prints:
+--gap seconds between them, of digital silence or of room tone (the quietest 100 ms of
+the clip before, repeated, as in one continuous recording), and prints:
 - the WER of transcribing the joined recording as one file against the WER of
   transcribing the utterances one by one, and their ratio, greedy and with the model's
   default decoder (beam search with its LM);
@@ -35,7 +36,7 @@ from asr.evaluate import error_rates
 from asr.transcribe import transcribe_files
 
 REPO = Path(__file__).resolve().parent.parent
-GAP_NOISE_DB = -60.0  # level of the noise between utterances, dB of full scale
+GAPS = ("silence", "room tone")
 
 
 def dev_utterances(manifest: Path, scratch: Path) -> list[Utterance]:
@@ -47,17 +48,26 @@ def dev_utterances(manifest: Path, scratch: Path) -> list[Utterance]:
     return read_manifest(manifest)
 
 
-def write_joined(utterances: list[Utterance], path: Path, gap: float, seconds: float | None = None) -> float:
-    """Write the utterances one after another with ``gap`` s of faint noise between them, cycling through
+def gap_after(clip: np.ndarray, seconds: float, fill: str) -> np.ndarray:
+    length = round(seconds * SAMPLE_RATE)
+    if fill == "silence":
+        return np.zeros(length, dtype=np.float32)
+    piece = SAMPLE_RATE // 10
+    energies = [np.var(clip[i:i + piece]) for i in range(0, len(clip) - piece + 1, piece)]
+    quietest = int(np.argmin(energies)) * piece
+    return np.resize(clip[quietest:quietest + piece], length)
+
+
+def write_joined(utterances: list[Utterance], path: Path, gap: float, fill: str, seconds: float | None = None) -> float:
+    """Write the utterances one after another with ``gap`` s of ``fill`` between them, cycling through
     them until ``seconds`` of audio when given; written a clip at a time. Returns the duration."""
-    rng = np.random.default_rng(0)
     written = 0
     with soundfile.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as out:
         cycle = 0
         while cycle == 0 or (seconds is not None and written < seconds * SAMPLE_RATE):
             for utterance in utterances:
-                noise = rng.standard_normal(round(gap * SAMPLE_RATE)) * 10 ** (GAP_NOISE_DB / 20)
-                for samples in (load_audio(utterance.audio_filepath), noise):
+                clip = load_audio(utterance.audio_filepath)
+                for samples in (clip, gap_after(clip, gap, fill)):
                     out.write(samples.astype(np.float32))
                     written += len(samples)
                 if seconds is not None and written >= seconds * SAMPLE_RATE:
@@ -66,15 +76,18 @@ def write_joined(utterances: list[Utterance], path: Path, gap: float, seconds: f
     return written / SAMPLE_RATE
 
 
-def joined_against_separate(utterances: list[Utterance], joined: Path, decoder_kind: str | None) -> tuple[float, float]:
+def word_error_rates(utterances: list[Utterance], joined: list[Path], decoder_kind: str | None) -> list[float]:
+    """WER of the utterances transcribed one by one, then of each joined recording of them."""
     recognizer = load_model(DEFAULT_MODEL, "cpu")
     decoder = recognizer.decoder(decoder_kind)
     references = [u.text for u in utterances]
     separate = [t.text for t in transcribe_files(recognizer, [u.audio_filepath for u in utterances], decoder)]
-    (whole,) = transcribe_files(recognizer, [joined], decoder)
+    rates = [error_rates(references, separate).wer]
+    for whole in transcribe_files(recognizer, joined, decoder):
+        assert whole.error is None, whole.error
+        rates.append(error_rates([" ".join(references)], [whole.text]).wer)
     decoder.close()
-    assert whole.error is None, whole.error
-    return error_rates(references, separate).wer, error_rates([" ".join(references)], [whole.text]).wer
+    return rates
 
 
 def run_measured(args: list[str]) -> tuple[float, float]:
@@ -91,22 +104,25 @@ def run_measured(args: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=REPO / "runs/data/an4/dev.jsonl")
-    parser.add_argument("--gap", type=float, default=0.3, help="seconds of faint noise between utterances")
+    parser.add_argument("--gap", type=float, default=0.3, help="seconds between utterances")
     parser.add_argument("--minutes", type=float, nargs="*", default=[10, 60])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="asr-long-") as scratch:
         scratch = Path(scratch)
         utterances = dev_utterances(args.manifest, scratch)
-        joined = scratch / "joined.wav"
-        seconds = write_joined(utterances, joined, args.gap)
+        joined = [scratch / f"joined-{fill.replace(' ', '-')}.wav" for fill in GAPS]
+        for path, fill in zip(joined, GAPS):
+            seconds = write_joined(utterances, path, args.gap, fill)
         print(f"{len(utterances)} utterances joined with {args.gap:g} s gaps: {seconds / 60:.1f} min")
         for kind, label in (("greedy", "greedy"), (None, "default decoder (beam + LM)")):
-            separate, whole = joined_against_separate(utterances, joined, kind)
-            print(f"{label}: WER one by one {separate:.2%}, joined {whole:.2%}, ratio {whole / separate:.3f}")
+            separate, *wholes = word_error_rates(utterances, joined, kind)
+            for fill, whole in zip(GAPS, wholes):
+                print(f"{label}, gaps of {fill}: WER one by one {separate:.2%}, joined {whole:.2%}, "
+                      f"ratio {whole / separate:.3f}")
         for minutes in args.minutes:
             path = scratch / f"{minutes:g}min.wav"
-            duration = write_joined(utterances, path, args.gap, minutes * 60)
+            duration = write_joined(utterances, path, args.gap, "room tone", minutes * 60)
             command = [sys.executable, "-c", "import cli; cli.main()", "transcribe", str(path),
                        "--format", "json", "--no-progress"]
             runs = [run_measured(command) for _ in range(args.repeats)]
