@@ -48,8 +48,15 @@ class TrainingConfig:
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
     seed: int = 0
     max_minutes: float = 0.0  # stop once this much training time has passed (0: no limit); dev evaluation not counted
+    accumulate_batches: int = 1  # batches whose gradients add up to one optimiser step
+    checkpoint_every: int = 0  # also write last.pt every this many steps (0: at epoch ends only)
+    tensorboard: bool = False  # also log to OUT/tensorboard (needs the tensorboard package)
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        if self.accumulate_batches < 1:
+            yield "accumulate_batches", f"must be at least 1, not {self.accumulate_batches}"
+        if self.checkpoint_every < 0:
+            yield "checkpoint_every", f"must be zero or more, not {self.checkpoint_every}"
         if self.max_minutes < 0:
             yield "max_minutes", f"must be zero or more, not {self.max_minutes}"
         if self.epochs < 1:

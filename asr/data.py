@@ -162,21 +162,31 @@ class DurationBatchSampler(Sampler[list[int]]):
     shuffled. The order depends only on ``seed`` and the epoch set with ``set_epoch``.
     With ``sortagrad``, the first epoch's batches go shortest first (DeepSpeech2's
     curriculum, which steadies CTC's early training).
+
+    For distributed training every rank computes the same batches and takes every
+    ``world_size``-th one from its ``rank``; the last few are dropped so that all ranks
+    run the same number of steps. ``set_epoch(epoch, start=k)`` skips a rank's first
+    ``k`` batches, to resume inside an epoch.
     """
 
     def __init__(self, durations: Sequence[float], batch_seconds: float, shuffle: bool = True, seed: int = 0,
-                 sortagrad: bool = False):
+                 sortagrad: bool = False, rank: int = 0, world_size: int = 1):
         self.durations = list(durations)
         self.batch_seconds = batch_seconds
         self.shuffle = shuffle
         self.sortagrad = sortagrad
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch = epoch
+        self.start = start
 
     def batches(self) -> list[list[int]]:
+        """This rank's batches for the whole epoch, ``start`` not applied."""
         generator = random.Random(self.seed * 100_003 + self.epoch)
         order = sorted(range(len(self.durations)),
                        key=lambda i: (self.durations[i], generator.random() if self.shuffle else i))
@@ -192,10 +202,13 @@ class DurationBatchSampler(Sampler[list[int]]):
             batches.append(current)
         if self.shuffle and not (self.sortagrad and self.epoch <= 1):
             generator.shuffle(batches)
+        if self.world_size > 1:
+            batches = batches[:len(batches) - len(batches) % self.world_size][self.rank::self.world_size]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        return iter(self.batches()[self.start:])
 
     def __len__(self) -> int:
+        """Batches in a whole epoch for this rank."""
         return len(self.batches())

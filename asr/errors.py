@@ -1,4 +1,4 @@
-"""The one exception type the command line turns into a one-line message and exit status 2."""
+"""The one exception type the command line turns into a one-line message and (mostly) exit status 2."""
 
 
 class AsrError(Exception):
@@ -7,6 +7,8 @@ class AsrError(Exception):
     The message should name the thing at fault and the problem, e.g.
     ``"clip.wav: not a readable audio file (Format not recognised)"``.
     """
+
+    exit_status = 2
 
 
 class ConfigError(AsrError):

@@ -2,34 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import hashlib
 import logging
 import math
+import os
+import random
+import signal
 import statistics
+import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.augment import Augmentation
 from asr.checkpoint import Recognizer, choose_device, load_checkpoint, model_state, save_checkpoint
-from asr.config import Config
+from asr.config import Config, ConfigError
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.errors import AsrError
-from asr.evaluate import dataset_log_probs, error_rates
+from asr.decoding import split_batch
+from asr.evaluate import error_rates
 from asr.features import FeatureConfig, LogMelFrontend
 from asr.model import AcousticModel
 from asr.text import Vocabulary, normalize_text
 
 log = logging.getLogger("asr.train")
 
-LOG_FIELDS = ["epoch", "step", "train_loss", "dev_wer", "dev_cer", "learning_rate", "epoch_seconds",
+LOG_FIELDS = ["epoch", "step", "train_loss", "dev_loss", "dev_wer", "dev_cer", "learning_rate", "epoch_seconds",
               "audio_seconds_per_second", "dropped_utterances", "grad_norm_median", "grad_norm_max", "clip_fraction",
-              "skipped_steps"]
+              "skipped_steps", "out_of_memory_batches"]
 STEP_FIELDS = ["epoch", "step", "loss", "grad_norm", "clipped", "learning_rate"]
 MAX_BAD_STEPS_IN_A_ROW = 20
 
@@ -78,13 +90,140 @@ def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, final_r
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job; one process, rank 0 of 1, without torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order (picklable objects, through the process group)."""
+        if self.world_size == 1:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when ``flag`` is true on any, so that all ranks stop at the same step."""
+        if self.world_size == 1:
+            return flag
+        tensor = torch.tensor([int(flag)], device=device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return bool(tensor.item())
+
+
+def start_distributed(device_name: str | None) -> tuple[Distributed, torch.device]:
+    """Join the torchrun job described by the environment, if any: NCCL between GPUs, gloo between CPU processes.
+
+    torchrun sets WORLD_SIZE, RANK and LOCAL_RANK (and where to rendezvous); each process
+    drives one GPU, ``cuda:LOCAL_RANK``.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = choose_device(device_name)
+    if world_size == 1:
+        return Distributed(), device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(torch.distributed.get_rank(), world_size), device
+
+
+@dataclass
+class EpochStats:
+    """What an epoch's log row sums up; kept in step checkpoints so a resumed epoch logs the whole epoch."""
+
+    batches: int = 0  # batches taken from the sampler, including skipped ones
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+    loss_sum: float = 0.0
+    utterances: int = 0
+    grad_norms: list[float] = field(default_factory=list)
+    non_finite: int = 0
+    out_of_memory: int = 0
+
+
+def random_states() -> dict[str, Any]:
+    """Every random generator the training process draws from (dropout, SpecAugment, ...), as plain lists,
+    which both ``torch.load(weights_only=True)`` and the process group's object exchange accept."""
+    numpy_state = np.random.get_state()
+    return {"torch": torch.get_rng_state().tolist(),
+            "cuda": [state.tolist() for state in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+            "python": random.getstate(), "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(state, dtype=torch.uint8) for state in states["cuda"]])
+    random.setstate(states["python"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT and SIGTERM (sent to the whole process group by Ctrl-C or a job
+    scheduler) to the training process, which checkpoints and then shuts them down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class TrainingInterrupted(AsrError):
+    """SIGINT or SIGTERM arrived; a checkpoint was written first. The exit status is the shell's 128 + signal."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_status = 128 + signal_number
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """Turn SIGINT and SIGTERM into a request the loop sees at the next step boundary (a list holding the signal)."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals can only be caught there
+        yield requested
+        return
+    previous = {number: signal.signal(number, lambda number, frame: requested.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def train(config: Config, out_dir: str | Path, resume: bool = False, device: str | None = None) -> Path:
-    """Train per ``config``, writing checkpoints, a CSV log and a plot to ``out_dir``; returns the best checkpoint."""
+    """Train per ``config``, writing checkpoints, a CSV log and a plot to ``out_dir``; returns the best checkpoint.
+
+    Under torchrun each process trains on its share of every epoch's batches; rank 0
+    writes the checkpoints, logs and plots.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = choose_device(device)
+    ddp, device = start_distributed(device)
+    try:
+        with stop_requests() as requested_stop:
+            return _train(config, out_dir, resume, device, ddp, requested_stop)
+    finally:
+        if ddp.world_size > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, ddp: Distributed,
+           requested_stop: list[int]) -> Path:
     settings = config.training
-    torch.manual_seed(settings.seed)
+    if ddp.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)  # the same initial weights on every rank
     vocabulary = Vocabulary()
 
     frontend = LogMelFrontend(config.features).to(device)
@@ -92,17 +231,24 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
     train_set, dropped = training_set(config, vocabulary, model)
     dev_utterances = [u for manifest in config.data.dev for u in read_manifest(manifest)]
     dev_set = SpeechDataset(dev_utterances, vocabulary, source="dev manifests") if dev_utterances else None
-    if dropped:
+    if dropped and ddp.is_main:
         log.warning("dropped %d training utterances longer than %.0f s or with more labels than frames",
                     dropped, config.data.max_duration)
 
     # Durations at the slowest speed, so that augmented batches stay within batch_seconds too.
     sampler = DurationBatchSampler([u.duration / config.augment.slowest for u in train_set.utterances],
-                                   config.data.batch_seconds,
-                                   seed=settings.seed, sortagrad=config.data.sortagrad)
+                                   config.data.batch_seconds, seed=settings.seed, sortagrad=config.data.sortagrad,
+                                   rank=ddp.rank, world_size=ddp.world_size)
+    if len(sampler) < settings.accumulate_batches:
+        raise AsrError(f"{len(sampler)} batches per epoch per process: too few for training.accumulate_batches "
+                       f"{settings.accumulate_batches} (lower data.batch_seconds or the process count)")
+    # The loader's own generator: creating an epoch's iterator must not draw from the global one,
+    # or a run resumed inside an epoch would draw different dropout and SpecAugment masks.
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers,
-                        pin_memory=device.type == "cuda")
-    total_steps = settings.epochs * len(sampler)
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(settings.seed),
+                        worker_init_fn=ignore_stop_signals)
+    steps_per_epoch = math.ceil(len(sampler) / settings.accumulate_batches)
+    total_steps = settings.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, settings.warmup_steps, total_steps, settings.final_lr_ratio))
@@ -110,46 +256,101 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     ctc_loss = torch.nn.CTCLoss(blank=vocabulary.blank, reduction="sum", zero_infinity=True)
 
-    start_epoch, step, best_wer = 1, 0, math.inf
+    epoch, step, best_wer, stats = 1, 0, math.inf, EpochStats()
     if resume and (out_dir / "last.pt").is_file():
         state = load_checkpoint(out_dir / "last.pt")
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        start_epoch, step, best_wer = state["epoch"] + 1, state["step"], state["best_wer"]
-        log.info("resuming after epoch %d from %s", state["epoch"], out_dir / "last.pt")
+        step, best_wer = state["step"], state["best_wer"]
+        if state.get("epoch_finished", True):  # checkpoints before step checkpoints were all at epoch ends
+            epoch = state["epoch"] + 1
+        else:
+            epoch, stats = state["epoch"], EpochStats(**state["epoch_stats"])
+        if len(state.get("random_states", [])) == ddp.world_size:
+            set_random_states(state["random_states"][ddp.rank])
+        elif ddp.is_main:
+            log.warning("%s was written by %d processes, not %d: random generators start afresh",
+                        out_dir / "last.pt", len(state.get("random_states", [])), ddp.world_size)
+        if ddp.is_main:
+            log.info("resuming at epoch %d, step %d, from %s", epoch, step, out_dir / "last.pt")
+            # Rows written after that checkpoint (the process was killed before the next one) are redone.
+            keep_csv_rows(out_dir / "steps.csv", lambda row: int(row["step"]) <= step)
+            keep_csv_rows(out_dir / "log.csv", lambda row: int(row["epoch"]) < epoch)
     else:
-        (out_dir / "log.csv").write_text(",".join(LOG_FIELDS) + "\n")
-        (out_dir / "steps.csv").write_text(",".join(STEP_FIELDS) + "\n")
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        torch.manual_seed(settings.seed + ddp.rank)  # each rank its own dropout and SpecAugment draws
+        if ddp.is_main:
+            (out_dir / "log.csv").write_text(",".join(LOG_FIELDS) + "\n")
+            (out_dir / "steps.csv").write_text(",".join(STEP_FIELDS) + "\n")
+    if ddp.is_main:
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        log.info("%d training utterances (%.1f h), %d dev, %d batches per epoch%s, %.1fM parameters, %s%s",
+                 len(train_set), math.fsum(u.duration for u in train_set.utterances) / 3600, len(dev_utterances),
+                 len(sampler), f" on each of {ddp.world_size} processes" if ddp.world_size > 1 else "",
+                 sum(p.numel() for p in model.parameters()) / 1e6, device,
+                 f", {autocast_dtype} autocast" if autocast_dtype else "")
+    trained_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if ddp.world_size > 1 else model
+    tensorboard = open_tensorboard(out_dir) if settings.tensorboard and ddp.is_main else None
 
-    log.info("%d training utterances (%.1f h), %d dev, %d batches per epoch, %.1fM parameters, %s%s",
-             len(train_set), math.fsum(u.duration for u in train_set.utterances) / 3600, len(dev_utterances), len(sampler),
-             sum(p.numel() for p in model.parameters()) / 1e6, device,
-             f", {autocast_dtype} autocast" if autocast_dtype else "")
+    def save_last(epoch_finished: bool) -> None:
+        """last.pt: everything needed to go on exactly from here (rank 0 writes it, with every rank's generators)."""
+        states = ddp.all_gather(random_states())
+        if ddp.is_main:
+            save_checkpoint(out_dir / "last.pt", {
+                **model_state(model, config.features, vocabulary), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
+                "epoch_finished": epoch_finished, "epoch_stats": dataclasses.asdict(stats),
+                "best_wer": best_wer, "random_states": states,
+            })
 
     training_seconds = 0.0  # this process's, for max_minutes
     out_of_time = False
-    for epoch in range(start_epoch, settings.epochs + 1):
-        sampler.set_epoch(epoch)
+    while epoch <= settings.epochs:
+        sampler.set_epoch(epoch, start=stats.batches)
         train_set.epoch = epoch  # the augmentation's draws; the loader's workers copy it when the epoch starts
         model.train()
         frontend.train()
-        started, audio_seconds, loss_sum, utterances_seen = time.perf_counter(), 0.0, 0.0, 0
-        grad_norms, skipped, bad_in_a_row = [], 0, 0
-        step_log = open(out_dir / "steps.csv", "a", newline="")
-        bar = tqdm(loader, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False)
+        started, seconds_before = time.perf_counter(), stats.seconds
+        bad_in_a_row = 0
+        step_log = open(out_dir / "steps.csv", "a", newline="") if ddp.is_main else None
+        bar = tqdm(loader, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False, total=len(sampler),
+                   initial=stats.batches, disable=not ddp.is_main)
+        optimizer.zero_grad(set_to_none=True)
         for batch in bar:
+            stats.batches += 1
             batch = batch.to(device)
-            features, feature_lengths = frontend(batch.waveforms, batch.lengths)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                log_probs, frame_lengths = model(features, feature_lengths)
             batch_size = len(batch.lengths)
-            loss = ctc_loss(log_probs.transpose(0, 1), batch.targets, frame_lengths, batch.target_lengths) / batch_size
+            # Gradients add up over accumulate_batches batches; DDP averages them over ranks on the last one only.
+            steps_now = stats.batches % settings.accumulate_batches == 0 or stats.batches == len(sampler)
+            try:
+                with contextlib.nullcontext() if steps_now or ddp.world_size == 1 else trained_model.no_sync():
+                    features, feature_lengths = frontend(batch.waveforms, batch.lengths)
+                    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                        enabled=autocast_dtype is not None):
+                        log_probs, frame_lengths = trained_model(features, feature_lengths)
+                    loss = ctc_loss(log_probs.float().transpose(0, 1), batch.targets, frame_lengths,
+                                    batch.target_lengths) / batch_size
+                    scaler.scale(loss / settings.accumulate_batches).backward()
+            except (torch.OutOfMemoryError, RuntimeError) as error:
+                if not is_out_of_memory(error) or ddp.world_size > 1:  # other ranks would wait for this one's gradients
+                    raise
+                stats.out_of_memory += 1
+                log.warning("skipped a batch that ran out of memory (%d utterances, %.0f s of audio); "
+                            "lower data.batch_seconds if this recurs", batch_size,
+                            batch.lengths.sum().item() / config.features.sample_rate)
+                optimizer.zero_grad(set_to_none=True)
+                del error
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            stats.loss_sum += loss.item() * batch_size
+            stats.utterances += batch_size
+            stats.audio_seconds += batch.lengths.sum().item() / config.features.sample_rate
+            if not steps_now:
+                continue
 
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             # The global norm before clipping: where vanishing or exploding gradients show.
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
@@ -159,65 +360,153 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
                 scaler.update()
                 scheduler.step()
                 step += 1
-            if not finite:
-                skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            if finite:
+                bad_in_a_row = 0
+                stats.grad_norms.append(grad_norm)
+                if step_log is not None:
+                    csv.writer(step_log).writerow([epoch, step, f"{loss.item():.4f}", f"{grad_norm:.4f}",
+                                                   int(grad_norm > settings.grad_clip),
+                                                   f"{scheduler.get_last_lr()[0]:.3g}"])
+                if tensorboard is not None:
+                    for name, value in (("loss", loss.item()), ("grad_norm", grad_norm),
+                                        ("learning_rate", scheduler.get_last_lr()[0])):
+                        tensorboard.add_scalar(f"train/{name}", value, step)
+            else:
+                stats.non_finite += 1
                 bad_in_a_row += 1
                 if bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW and not use_scaler:
                     raise AsrError(f"training diverged: {bad_in_a_row} steps in a row had a non-finite loss or "
                                    f"gradients (try a lower training.learning_rate)")
-                continue
-            bad_in_a_row = 0
-            grad_norms.append(grad_norm)
-            csv.writer(step_log).writerow([epoch, step, f"{loss.item():.4f}", f"{grad_norm:.4f}",
-                                           int(grad_norm > settings.grad_clip), f"{scheduler.get_last_lr()[0]:.3g}"])
+            stats.seconds = seconds_before + time.perf_counter() - started
+            bar.set_postfix(loss=f"{loss.item():.3f}", audio_s_per_s=f"{stats.audio_seconds / stats.seconds:.1f}")
 
-            loss_sum += loss.item() * batch_size
-            utterances_seen += batch_size
-            audio_seconds += batch.lengths.sum().item() / config.features.sample_rate
-            bar.set_postfix(loss=f"{loss.item():.3f}", audio_s_per_s=f"{audio_seconds / (time.perf_counter() - started):.1f}")
-            if settings.max_minutes and training_seconds + time.perf_counter() - started > 60 * settings.max_minutes:
-                out_of_time = True
+            out_of_time = bool(settings.max_minutes) and training_seconds + stats.seconds > 60 * settings.max_minutes
+            if ddp.any(bool(requested_stop), device):
+                if step_log is not None:
+                    step_log.close()
+                save_last(epoch_finished=False)
+                number = requested_stop[0] if requested_stop else signal.SIGTERM
+                raise TrainingInterrupted(
+                    f"interrupted by {signal.Signals(number).name} at epoch {epoch}, step {step}: "
+                    f"{out_dir / 'last.pt'} holds it; continue with --resume", number)
+            if out_of_time:
                 break
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0:
+                step_log is not None and step_log.flush()
+                save_last(epoch_finished=False)
         bar.close()
-        step_log.close()
-        epoch_seconds = time.perf_counter() - started
-        training_seconds += epoch_seconds
+        if step_log is not None:
+            step_log.close()
+        stats.seconds = seconds_before + time.perf_counter() - started
+        training_seconds += stats.seconds
 
-        dev_wer = dev_cer = math.nan
-        if dev_set is not None:
-            recognizer = Recognizer(frontend.eval(), model.eval(), vocabulary, device)
-            hypotheses = [h.text for h in recognizer.decoder("greedy").decode(dataset_log_probs(recognizer, dev_set))]
-            rates = error_rates([normalize_text(u.text) for u in dev_set.utterances], hypotheses)
-            dev_wer, dev_cer = rates.wer, rates.cer
+        if ddp.world_size > 1:
+            # Batch norm statistics are rank 0's, as DDP hands them out before each forward.
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+            digests = ddp.all_gather(parameter_digest(model))
+            if len(set(digests)) > 1:
+                raise AsrError(f"the {ddp.world_size} processes' weights diverged during epoch {epoch}")
+            if ddp.is_main:
+                log.info("epoch %d: weights identical on all %d processes (digest %s)", epoch, ddp.world_size, digests[0])
 
-        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / utterances_seen if utterances_seen else math.nan, "dev_wer": dev_wer,
-               "dev_cer": dev_cer, "learning_rate": scheduler.get_last_lr()[0], "epoch_seconds": epoch_seconds,
-               "audio_seconds_per_second": audio_seconds / epoch_seconds, "dropped_utterances": dropped,
-               "grad_norm_median": statistics.median(grad_norms) if grad_norms else math.nan,
-               "grad_norm_max": max(grad_norms, default=math.nan),
-               "clip_fraction": sum(n > settings.grad_clip for n in grad_norms) / max(1, len(grad_norms)),
-               "skipped_steps": skipped}
-        with open(out_dir / "log.csv", "a", newline="") as log_file:
-            csv.DictWriter(log_file, LOG_FIELDS).writerow(row)
-        plot_log(out_dir, settings.grad_clip)
-        log.info("epoch %d: train loss %.3f, dev WER %.2f%%, CER %.2f%%, %.0f s (%.1f s of audio per second), "
-                 "gradient norm median %.2f, clipped %.0f%% of steps%s", epoch, row["train_loss"], 100 * dev_wer,
-                 100 * dev_cer, epoch_seconds, row["audio_seconds_per_second"], row["grad_norm_median"],
-                 100 * row["clip_fraction"], f", {skipped} non-finite steps skipped" if skipped else "")
-
-        improved = not dev_wer >= best_wer  # also true when there is no dev set (NaN)
-        best_wer = dev_wer if improved else best_wer
-        state = model_state(model, config.features, vocabulary)
-        if improved:
-            save_checkpoint(out_dir / "best.pt", state)
-        save_checkpoint(out_dir / "last.pt", {
-            **state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "best_wer": best_wer,
-        })
+        dev = evaluate_dev(frontend, model, vocabulary, dev_set, ctc_loss, device, ddp) if dev_set is not None else DevResult()
+        row = {"epoch": epoch, "step": step, "train_loss": stats.loss_sum / stats.utterances if stats.utterances else math.nan,
+               "dev_loss": dev.loss, "dev_wer": dev.wer, "dev_cer": dev.cer, "learning_rate": scheduler.get_last_lr()[0],
+               "epoch_seconds": stats.seconds, "audio_seconds_per_second": stats.audio_seconds / max(stats.seconds, 1e-9),
+               "dropped_utterances": dropped,
+               "grad_norm_median": statistics.median(stats.grad_norms) if stats.grad_norms else math.nan,
+               "grad_norm_max": max(stats.grad_norms, default=math.nan),
+               "clip_fraction": sum(n > settings.grad_clip for n in stats.grad_norms) / max(1, len(stats.grad_norms)),
+               "skipped_steps": stats.non_finite, "out_of_memory_batches": stats.out_of_memory}
+        improved = not dev.wer >= best_wer  # also true when there is no dev set (NaN)
+        best_wer = dev.wer if improved else best_wer
+        if ddp.is_main:
+            with open(out_dir / "log.csv", "a", newline="") as log_file:
+                csv.DictWriter(log_file, LOG_FIELDS).writerow(row)
+            plot_log(out_dir, settings.grad_clip)
+            if tensorboard is not None:
+                for name in ("train_loss", "dev_loss", "dev_wer", "dev_cer", "audio_seconds_per_second"):
+                    tensorboard.add_scalar(f"epoch/{name}", row[name], epoch)
+                tensorboard.flush()
+            log.info("epoch %d: train loss %.3f, dev loss %.3f, WER %.2f%%, CER %.2f%%, %.0f s (%.1f s of audio per "
+                     "second), gradient norm median %.2f, clipped %.0f%% of steps%s%s", epoch, row["train_loss"],
+                     dev.loss, 100 * dev.wer, 100 * dev.cer, stats.seconds, row["audio_seconds_per_second"],
+                     row["grad_norm_median"], 100 * row["clip_fraction"],
+                     f", {stats.non_finite} non-finite steps skipped" if stats.non_finite else "",
+                     f", {stats.out_of_memory} batches out of memory" if stats.out_of_memory else "")
+            if improved:
+                save_checkpoint(out_dir / "best.pt", model_state(model, config.features, vocabulary))
+        stats = EpochStats()
+        save_last(epoch_finished=True)
         if out_of_time:
-            log.info("stopping: training.max_minutes (%g) reached during epoch %d", settings.max_minutes, epoch)
+            if ddp.is_main:
+                log.info("stopping: training.max_minutes (%g) reached during epoch %d", settings.max_minutes, epoch)
             break
+        epoch += 1
+    if tensorboard is not None:
+        tensorboard.close()
     return out_dir / "best.pt"
+
+
+@dataclass
+class DevResult:
+    loss: float = math.nan  # CTC loss per utterance
+    wer: float = math.nan
+    cer: float = math.nan
+
+
+@torch.no_grad()
+def evaluate_dev(frontend: LogMelFrontend, model: AcousticModel, vocabulary: Vocabulary, dev_set: SpeechDataset,
+                 ctc_loss: torch.nn.CTCLoss, device: torch.device, ddp: Distributed) -> DevResult:
+    """Dev loss and greedy WER/CER; each rank takes a share of the utterances, and the results are pooled."""
+    frontend.eval()
+    model.eval()
+    mine = dev_set.subset(range(ddp.rank, len(dev_set), ddp.world_size))
+    decoder = Recognizer(frontend, model, vocabulary, device).decoder("greedy")
+    sampler = DurationBatchSampler([u.duration for u in mine.utterances], 200.0, shuffle=False)
+    loss_sum, pairs = 0.0, []
+    for indices, batch in zip(sampler, DataLoader(mine, batch_sampler=sampler, collate_fn=collate)):
+        batch = batch.to(device)
+        features, feature_lengths = frontend(batch.waveforms, batch.lengths)
+        log_probs, frame_lengths = model(features, feature_lengths)
+        loss_sum += ctc_loss(log_probs.float().transpose(0, 1), batch.targets, frame_lengths, batch.target_lengths).item()
+        hypotheses = decoder.decode(split_batch(log_probs, frame_lengths))
+        pairs += [(normalize_text(mine.utterances[i].text), h.text) for i, h in zip(indices, hypotheses)]
+    gathered = ddp.all_gather((loss_sum, pairs))
+    pooled = [pair for _, rank_pairs in gathered for pair in rank_pairs]
+    total_loss = sum(rank_loss for rank_loss, _ in gathered)
+    rates = error_rates([reference for reference, _ in pooled], [hypothesis for _, hypothesis in pooled])
+    return DevResult(total_loss / len(pooled), rates.wer, rates.cer)
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """A hash of every weight's bytes: equal digests, bit-identical models."""
+    digest = hashlib.sha1()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def keep_csv_rows(path: Path, keep: Callable[[dict[str, str]], bool]) -> None:
+    """Rewrite a CSV log with only the rows ``keep`` accepts."""
+    with open(path, newline="") as csv_file:
+        reader = csv.DictReader(csv_file)
+        rows = [row for row in reader if keep(row)]
+        fields = reader.fieldnames or []
+    with open(path, "w", newline="") as csv_file:
+        writer = csv.DictWriter(csv_file, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def open_tensorboard(out_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("training.tensorboard needs the tensorboard package: pip install 'asr[tensorboard]'") from None
+    return SummaryWriter(out_dir / "tensorboard")
 
 
 def plot_log(out_dir: Path, grad_clip: float) -> None:
