@@ -282,7 +282,7 @@ def main() -> None:
     except (AsrError, UsageError) as error:
         message = error.format_message() if isinstance(error, UsageError) else str(error)
         typer.echo(f"error: {message}", err=True)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_status", 2))
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
