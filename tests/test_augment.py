@@ -1,0 +1,87 @@
+"""Waveform augmentation on a real clip: speed perturbation, noise at a chosen SNR, reproducible draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+
+from asr.audio import SAMPLE_RATE, load_audio
+from asr.augment import AugmentConfig, Augmentation, add_noise, change_speed
+from asr.config import ConfigError, from_dict
+from conftest import SAMPLES
+
+CLIP = SAMPLES / "LJ001-0002.flac"
+
+
+def dominant_frequency(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_changes_length_and_pitch_together(factor):
+    speech = load_audio(CLIP)
+    faster = change_speed(speech, factor)
+    assert faster.dtype == np.float32
+    assert len(faster) == pytest.approx(len(speech) / factor, rel=1e-3)
+    tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    assert dominant_frequency(change_speed(tone, factor)) == pytest.approx(440 * factor, abs=2)
+
+
+def test_speed_one_returns_the_clip_untouched():
+    speech = load_audio(CLIP)
+    assert change_speed(speech, 1.0) is speech
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 20.0])
+def test_noise_is_mixed_at_the_requested_snr(snr_db):
+    speech = load_audio(CLIP)
+    noise = np.random.default_rng(0).normal(size=SAMPLE_RATE // 3).astype(np.float32)  # shorter: it loops
+    noisy = add_noise(speech, noise, snr_db, np.random.default_rng(1))
+    added = noisy - speech
+    measured = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2) / np.mean(added.astype(np.float64) ** 2))
+    assert measured == pytest.approx(snr_db, abs=0.05)
+
+
+def test_silence_gets_no_noise():
+    silence = np.zeros(1000, dtype=np.float32)
+    assert not add_noise(silence, np.ones(10, dtype=np.float32), 10.0, np.random.default_rng(0)).any()
+
+
+@pytest.fixture
+def noise_dir(tmp_path):
+    rng = np.random.default_rng(5)
+    for name in ("hum.wav", "hiss.flac"):
+        soundfile.write(tmp_path / name, rng.normal(scale=0.1, size=8000).astype(np.float32), 8000)
+    (tmp_path / "notes.txt").write_text("not audio")
+    return tmp_path
+
+
+def test_draws_depend_only_on_seed_epoch_and_index(noise_dir):
+    speech = load_audio(CLIP)
+    config = AugmentConfig(speeds=[0.9, 1.0, 1.1], noise_dir=str(noise_dir), noise_probability=1.0)
+    first, again = Augmentation(config, seed=0), Augmentation(config, seed=0)
+    assert np.array_equal(first(speech, epoch=2, index=7), again(speech, epoch=2, index=7))
+    lengths = {len(first(speech, epoch, index)) for epoch in range(1, 4) for index in range(6)}
+    assert len(lengths) == 3, "all three speeds should be drawn over 18 draws"
+    assert not np.array_equal(first(speech, 1, 0), Augmentation(config, seed=1)(speech, 1, 0))
+    assert Augmentation(AugmentConfig(), seed=0).active is False
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"speeds": []}, "augment.speeds"),
+    ({"speeds": [0.1]}, "augment.speeds"),
+    ({"noise_probability": 1.5}, "augment.noise_probability"),
+    ({"snr_db": [20, 5]}, "augment.snr_db"),
+    ({"noise_dir": "/no/such/folder"}, "augment.noise_dir"),
+])
+def test_bad_augment_settings_name_their_key(values, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        from_dict(AugmentConfig, values, "config.yaml", "augment.")
+
+
+def test_a_noise_folder_without_audio_is_an_error(tmp_path):
+    (tmp_path / "readme.txt").write_text("nothing here")
+    with pytest.raises(ConfigError, match="holds no audio files"):
+        from_dict(AugmentConfig, {"noise_dir": str(tmp_path)}, "config.yaml", "augment.")
