@@ -150,8 +150,8 @@ def _cut(classified: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], option
     last_end = 0  # the frame after the last segment given out
     t = 0
 
-    def segment(begin: int, end: int) -> Segment:
-        return Segment(begin * frame, held.slice(begin, end, frame)[0])
+    def segment(begin: int, end: int) -> Segment:  # a copy, not a view that would keep all held audio alive
+        return Segment(begin * frame, held.slice(begin, end, frame)[0].copy())
 
     for samples, energies, speech in classified:
         held.samples.append(samples)
