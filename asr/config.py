@@ -47,7 +47,7 @@ class TrainingConfig:
     grad_clip: float = 5.0
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
     seed: int = 0
-    max_minutes: float = 0.0  # stop once this much training time has passed (0: no limit); dev evaluation not counted
+    max_minutes: float = 0.0  # stop after this much training time (0: no limit; dev evaluation not counted); the decay fits in it
     accumulate_batches: int = 1  # batches whose gradients add up to one optimiser step
     checkpoint_every: int = 0  # also write last.pt every this many steps (0: at epoch ends only)
     tensorboard: bool = False  # also log to OUT/tensorboard (needs the tensorboard package)

@@ -82,11 +82,17 @@ def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -
     return dataset.subset(keep), len(utterances) - len(keep)
 
 
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, final_ratio: float) -> float:
-    """Linear warmup, then cosine decay to ``final_ratio`` of the peak."""
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, final_ratio: float,
+                         time_used: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to ``final_ratio`` of the peak.
+
+    The decay follows the steps done, or the share of a time budget used (``time_used``,
+    0 to 1) when that is further along, so that a run stopped by training.max_minutes
+    ends decayed as well.
+    """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    progress = min(1.0, max(time_used, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -250,8 +256,9 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
     steps_per_epoch = math.ceil(len(sampler) / settings.accumulate_batches)
     total_steps = settings.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, settings.warmup_steps, total_steps, settings.final_lr_ratio))
+    budget_used = [0.0]  # share of training.max_minutes spent, updated every step
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(
+        step, settings.warmup_steps, total_steps, settings.final_lr_ratio, budget_used[0]))
     autocast_dtype, use_scaler = autocast_settings(settings.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     ctc_loss = torch.nn.CTCLoss(blank=vocabulary.blank, reduction="sum", zero_infinity=True)
@@ -355,6 +362,8 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
             # The global norm before clipping: where vanishing or exploding gradients show.
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
             finite = math.isfinite(grad_norm) and math.isfinite(loss.item())
+            if settings.max_minutes:
+                budget_used[0] = (training_seconds + seconds_before + time.perf_counter() - started) / (60 * settings.max_minutes)
             if finite or use_scaler:  # fp16's scaler skips non-finite steps itself and lowers its scale
                 scaler.step(optimizer)
                 scaler.update()

@@ -8,7 +8,7 @@ convolution), and trains for the same --minutes of training time (dev decoding n
 counted) from the same config, seed and batch order, in its own `asr train` process.
 Everything else comes from --config, except: AN4 manifests only, no speed perturbation,
 --warmup steps, and so many epochs that training.max_minutes ends every run (the cosine
-decay then barely starts: the learning rate stays near its peak).
+decay then follows the share of the time budget used).
 
 Writes OUT/<variant>/ (what `asr train` writes), OUT/results.md, a table of parameters,
 training throughput, epochs, best dev WER and CER, and gradient norms before clipping,

@@ -192,3 +192,13 @@ def test_a_batch_that_runs_out_of_memory_is_skipped_and_counted(manifest, tmp_pa
     assert row["out_of_memory_batches"] == "1"
     assert "ran out of memory" in caplog.text
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_time_budget_carries_the_decay_to_its_end():
+    from asr.train import learning_rate_factor
+
+    assert learning_rate_factor(5, 10, 1000, 0.02) == pytest.approx(0.6)  # warming up
+    assert learning_rate_factor(20, 10, 1000, 0.02) == pytest.approx(1.0, abs=1e-3)
+    assert learning_rate_factor(20, 10, 1000, 0.02, time_used=0.5) == pytest.approx(0.51)
+    assert learning_rate_factor(20, 10, 1000, 0.02, time_used=1.3) == pytest.approx(0.02)
+    assert learning_rate_factor(1000, 10, 1000, 0.02, time_used=0.1) == pytest.approx(0.02)  # steps further along
