@@ -378,7 +378,8 @@ def transcribe_job(recognizer: Recognizer, decoder: Decoder, inputs: Sequence[st
                    raw: RawFormat | None = None, workers: int = 2, progress: bool = False) -> JobSummary:
     """``asr transcribe``: transcribe files, folders and patterns, writing each transcript as soon as it
     is done (atomically, into ``output_dir``) or printing it; a file that fails is one ``error:`` line
-    on stderr and the rest go on. With ``progress``, a progress bar and a closing summary line."""
+    on stderr and the rest go on. With ``progress``, a progress bar; with it or ``output_dir``, a closing
+    summary line on stderr (printed transcripts alone on a pipe stay clean)."""
     started = time.perf_counter()
     files, problems = find_audio(inputs)
     summary = JobSummary(failed=len(problems))
@@ -424,7 +425,7 @@ def transcribe_job(recognizer: Recognizer, decoder: Decoder, inputs: Sequence[st
                 else:
                     tqdm.write(format_transcript(result, format), file=sys.stdout, end="")
     summary.seconds = time.perf_counter() - started
-    if progress:
+    if progress or output_dir is not None:
         print(summary, file=sys.stderr)
     return summary
 

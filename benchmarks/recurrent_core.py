@@ -1,13 +1,13 @@
 """Recurrent cores compared: LSTM, GRU and vanilla RNN, bidirectional and forward-only, on AN4.
 
-    python benchmarks/recurrent_core.py [--minutes 4] [--out runs/recurrent_core] [--variants bilstm,gru,...]
+    python benchmarks/recurrent_core.py [--minutes 8] [--jobs 2] [--out runs/recurrent_core] [--variants bilstm,gru,...]
 
 Each variant gets the hidden size that brings its parameter count closest to that of a
 bidirectional LSTM with --hidden units (the forward-only ones with the model's lookahead
 convolution), and trains for the same --minutes of training time (dev decoding not
 counted) from the same config, seed and batch order, in its own `asr train` process.
 Everything else comes from --config, except: AN4 manifests only, no speed perturbation,
---warmup steps, and so many epochs that training.max_minutes ends every run (the cosine
+--warmup steps, --batch-seconds, and so many epochs that training.max_minutes ends every run (the cosine
 decay then follows the share of the time budget used).
 
 Writes OUT/<variant>/ (what `asr train` writes), OUT/results.md, a table of parameters,
@@ -21,9 +21,11 @@ import argparse
 import csv
 import dataclasses
 import math
+import os
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate
 from pathlib import Path
 
@@ -75,23 +77,23 @@ def variant_configs(base: Config, names: list[str], reference_hidden: int) -> di
     return configs
 
 
-def benchmark_base(config_path: str, train: str, dev: str, minutes: float, warmup: int) -> Config:
+def benchmark_base(config_path: str, train: str, dev: str, minutes: float, warmup: int, batch_seconds: float) -> Config:
     config = load_config(config_path)
     return dataclasses.replace(
         config,
-        data=dataclasses.replace(config.data, train=[train], dev=[dev]),
+        data=dataclasses.replace(config.data, train=[train], dev=[dev], batch_seconds=batch_seconds),
         augment=AugmentConfig(),
         training=dataclasses.replace(config.training, epochs=EPOCHS, max_minutes=minutes, warmup_steps=warmup),
     )
 
 
-def run_variant(config: Config, out_dir: Path) -> None:
+def run_variant(config: Config, out_dir: Path, threads: int) -> None:
     """`asr train` in a fresh process on ``config``, saved as OUT/config.yaml (which training rewrites the same)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     subprocess.run([sys.executable, "-m", "cli", "train", "--config", str(config_path), "--out", str(out_dir)],
-                   check=True)
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -165,24 +167,28 @@ def main() -> None:
     parser.add_argument("--train", default="runs/data/an4/train.jsonl")
     parser.add_argument("--dev", default="runs/data/an4/dev.jsonl")
     parser.add_argument("--config", default="configs/default.yaml", help="features, model and optimiser settings")
-    parser.add_argument("--minutes", type=float, default=4.0, help="training time per variant")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training time per variant")
     parser.add_argument("--hidden", type=int, default=160,
                         help="every variant matches the parameter count of a bidirectional LSTM this wide")
     parser.add_argument("--warmup", type=int, default=100, help="learning-rate warmup steps")
+    parser.add_argument("--batch-seconds", type=float, default=10.0,
+                        help="small batches: CTC leaves its all-blank plateau after a number of steps")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=Path("runs/recurrent_core"))
+    parser.add_argument("--jobs", type=int, default=1, help="variants trained at once, each on its share of the cores")
     args = parser.parse_args()
     names = args.variants.split(",")
     if unknown := set(names) - set(VARIANTS):
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
 
-    configs = variant_configs(benchmark_base(args.config, args.train, args.dev, args.minutes, args.warmup), names,
-                              args.hidden)
+    base = benchmark_base(args.config, args.train, args.dev, args.minutes, args.warmup, args.batch_seconds)
+    configs = variant_configs(base, names, args.hidden)
     for name, config in configs.items():
         print(f"{name}: {label(config.model)}, hidden {config.model.rnn_hidden}, "
               f"{parameter_count(config.model, config.features.n_mels):,} parameters", flush=True)
-    for name, config in configs.items():
-        run_variant(config, args.out / name)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)  # the cores shared out, so that no run waits on another
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda name: run_variant(configs[name], args.out / name, threads), configs))
 
     training_audio = math.fsum(u.duration for u in read_manifest(args.train))
     table = markdown_table([summary(config, args.out / name, training_audio) for name, config in configs.items()])

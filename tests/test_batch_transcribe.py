@@ -84,8 +84,8 @@ def test_hostile_folder(hostile, tmp_path):
     out = tmp_path / "out"
     result = run_cli("transcribe", folder, "--output-dir", out, "--format", "json", "--decoder", "greedy", timeout=240)
     assert result.returncode == 2
-    errors = error_lines(result.stderr)
-    assert len(errors) == len(result.stderr.strip().splitlines()), "only error lines on stderr"
+    errors, lines = error_lines(result.stderr), result.stderr.strip().splitlines()
+    assert lines == errors + lines[-1:] and SUMMARY.match(lines[-1]), "error lines, then the job's summary"
     failing = sorted(name for name, outcome in expect.items() if outcome == "error")
     assert len(errors) == len(failing), errors
     for name in failing:

@@ -256,7 +256,10 @@ def test_cli_output_dir_writes_one_file_per_input(tiny_model, dev, tmp_path):
     out = tmp_path / "subs"  # created
     inputs = [dev[0].audio_filepath, bad, dev[1].audio_filepath]
     result = run_cli("transcribe", *inputs, "--model", tiny_model, "--format", "srt", "--output-dir", out)
-    assert_one_line_error(result, bad)  # exit status 2, the bad file named on stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error, summary = result.stderr.splitlines()  # the bad file named on one line, then the job's summary
+    assert error.startswith("error: ") and str(bad) in error
+    assert summary.startswith("2 transcribed, 1 failed, 0 skipped: ")
     assert result.stdout == ""
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(f"{path.stem}.srt" for path in (dev[0].audio_filepath, dev[1].audio_filepath))
