@@ -7,6 +7,7 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -175,15 +176,22 @@ def compress_blanks(log_probs: np.ndarray, blank: int, probability: float) -> tu
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence file descriptor 2, which C++ libraries write to directly."""
-    saved = os.dup(2)
+def quiet_c_stderr() -> Iterator[None]:
+    """Send what C and C++ libraries write straight to file descriptor 2 (KenLM's loading banner,
+    mpg123's notes on a damaged MP3) to /dev/null; Python's ``sys.stderr`` keeps the real stream."""
+    sys.stderr.flush()
+    saved, python_stderr = os.dup(2), sys.stderr
     try:
-        with open(os.devnull, "w") as devnull:
+        with open(os.devnull, "w") as devnull, open(saved, "w", closefd=False, errors="backslashreplace") as real:
+            sys.stderr = real
             os.dup2(devnull.fileno(), 2)
-            yield
+            try:
+                yield
+            finally:
+                real.flush()
+                os.dup2(saved, 2)
+                sys.stderr = python_stderr
     finally:
-        os.dup2(saved, 2)
         os.close(saved)
 
 
@@ -204,7 +212,7 @@ class Decoder:
             labels = ["" if token == vocabulary.tokens[vocabulary.blank] else token for token in vocabulary.tokens]
             logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # its notes on small LMs are not for users
             try:
-                with _quiet_stderr():  # KenLM prints a loading banner from C++
+                with quiet_c_stderr():  # KenLM prints a loading banner from C++
                     self._beam_search = build_ctcdecoder(labels, kenlm_model_path=options.lm, unigrams=unigrams,
                                                          alpha=options.alpha, beta=options.beta)
             except (OSError, RuntimeError) as error:

@@ -31,8 +31,7 @@ from asr.checkpoint import Recognizer, choose_device, load_checkpoint, model_sta
 from asr.config import Config, ConfigError
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.errors import AsrError
-from asr.decoding import split_batch
-from asr.evaluate import error_rates
+from asr.evaluate import dataset_log_probs, error_rates
 from asr.features import FeatureConfig, LogMelFrontend
 from asr.model import AcousticModel
 from asr.text import Vocabulary, normalize_text
@@ -253,7 +252,8 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(settings.seed),
                         worker_init_fn=ignore_stop_signals)
-    steps_per_epoch = math.ceil(len(sampler) / settings.accumulate_batches)
+    batches_per_epoch = len(sampler)  # the same every epoch; computing it sorts every duration
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.accumulate_batches)
     total_steps = settings.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     budget_used = [0.0]  # share of training.max_minutes spent, updated every step
@@ -294,7 +294,7 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
         (out_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
         log.info("%d training utterances (%.1f h), %d dev, %d batches per epoch%s, %.1fM parameters, %s%s",
                  len(train_set), math.fsum(u.duration for u in train_set.utterances) / 3600, len(dev_utterances),
-                 len(sampler), f" on each of {ddp.world_size} processes" if ddp.world_size > 1 else "",
+                 batches_per_epoch, f" on each of {ddp.world_size} processes" if ddp.world_size > 1 else "",
                  sum(p.numel() for p in model.parameters()) / 1e6, device,
                  f", {autocast_dtype} autocast" if autocast_dtype else "")
     trained_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
@@ -322,7 +322,7 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
         started, seconds_before = time.perf_counter(), stats.seconds
         bad_in_a_row = 0
         step_log = open(out_dir / "steps.csv", "a", newline="") if ddp.is_main else None
-        bar = tqdm(loader, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False, total=len(sampler),
+        bar = tqdm(loader, desc=f"epoch {epoch}/{settings.epochs}", unit="batch", leave=False, total=batches_per_epoch,
                    initial=stats.batches, disable=not ddp.is_main)
         optimizer.zero_grad(set_to_none=True)
         for batch in bar:
@@ -330,7 +330,7 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
             batch = batch.to(device)
             batch_size = len(batch.lengths)
             # Gradients add up over accumulate_batches batches; DDP averages them over ranks on the last one only.
-            steps_now = stats.batches % settings.accumulate_batches == 0 or stats.batches == len(sampler)
+            steps_now = stats.batches % settings.accumulate_batches == 0 or stats.batches == batches_per_epoch
             try:
                 with contextlib.nullcontext() if steps_now or ddp.world_size == 1 else trained_model.no_sync():
                     features, feature_lengths = frontend(batch.waveforms, batch.lengths)
@@ -362,8 +362,9 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
             # The global norm before clipping: where vanishing or exploding gradients show.
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
             finite = math.isfinite(grad_norm) and math.isfinite(loss.item())
+            stats.seconds = seconds_before + time.perf_counter() - started
             if settings.max_minutes:
-                budget_used[0] = (training_seconds + seconds_before + time.perf_counter() - started) / (60 * settings.max_minutes)
+                budget_used[0] = (training_seconds + stats.seconds) / (60 * settings.max_minutes)
             if finite or use_scaler:  # fp16's scaler skips non-finite steps itself and lowers its scale
                 scaler.step(optimizer)
                 scaler.update()
@@ -387,10 +388,9 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
                 if bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW and not use_scaler:
                     raise AsrError(f"training diverged: {bad_in_a_row} steps in a row had a non-finite loss or "
                                    f"gradients (try a lower training.learning_rate)")
-            stats.seconds = seconds_before + time.perf_counter() - started
             bar.set_postfix(loss=f"{loss.item():.3f}", audio_s_per_s=f"{stats.audio_seconds / stats.seconds:.1f}")
 
-            out_of_time = bool(settings.max_minutes) and training_seconds + stats.seconds > 60 * settings.max_minutes
+            out_of_time = budget_used[0] > 1
             if ddp.any(bool(requested_stop), device):
                 if step_log is not None:
                     step_log.close()
@@ -470,19 +470,13 @@ class DevResult:
 def evaluate_dev(frontend: LogMelFrontend, model: AcousticModel, vocabulary: Vocabulary, dev_set: SpeechDataset,
                  ctc_loss: torch.nn.CTCLoss, device: torch.device, ddp: Distributed) -> DevResult:
     """Dev loss and greedy WER/CER; each rank takes a share of the utterances, and the results are pooled."""
-    frontend.eval()
-    model.eval()
     mine = dev_set.subset(range(ddp.rank, len(dev_set), ddp.world_size))
-    decoder = Recognizer(frontend, model, vocabulary, device).decoder("greedy")
-    sampler = DurationBatchSampler([u.duration for u in mine.utterances], 200.0, shuffle=False)
-    loss_sum, pairs = 0.0, []
-    for indices, batch in zip(sampler, DataLoader(mine, batch_sampler=sampler, collate_fn=collate)):
-        batch = batch.to(device)
-        features, feature_lengths = frontend(batch.waveforms, batch.lengths)
-        log_probs, frame_lengths = model(features, feature_lengths)
-        loss_sum += ctc_loss(log_probs.float().transpose(0, 1), batch.targets, frame_lengths, batch.target_lengths).item()
-        hypotheses = decoder.decode(split_batch(log_probs, frame_lengths))
-        pairs += [(normalize_text(mine.utterances[i].text), h.text) for i, h in zip(indices, hypotheses)]
+    recognizer = Recognizer(frontend.eval(), model.eval(), vocabulary, device)
+    log_probs = dataset_log_probs(recognizer, mine)
+    loss_sum = sum(ctc_loss(torch.from_numpy(array)[:, None], target[None], [len(array)], [len(target)]).item()
+                   for array, target in zip(log_probs, mine.targets))
+    hypotheses = [h.text for h in recognizer.decoder("greedy").decode(log_probs)]
+    pairs = [(normalize_text(u.text), hypothesis) for u, hypothesis in zip(mine.utterances, hypotheses)]
     gathered = ddp.all_gather((loss_sum, pairs))
     pooled = [pair for _, rank_pairs in gathered for pair in rank_pairs]
     total_loss = sum(rank_loss for rank_loss, _ in gathered)

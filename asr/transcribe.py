@@ -31,7 +31,7 @@ from tqdm import tqdm
 from asr.audio import RAW_SUFFIXES, AudioError, RawFormat, audio_duration, mono_stream, stream_audio
 from asr.checkpoint import Recognizer
 from asr.data import quiet_unless, write_text_atomically
-from asr.decoding import Decoder, Word, split_batch
+from asr.decoding import Decoder, Word, quiet_c_stderr, split_batch
 from asr.errors import AsrError
 from asr.segment import Segment, SegmentOptions, segment_stream
 from asr.subtitles import to_srt, to_vtt
@@ -395,7 +395,7 @@ def transcribe_job(recognizer: Recognizer, decoder: Decoder, inputs: Sequence[st
             files = [file for file in files if not outputs[str(file.path)].exists()]
             summary.skipped = len(outputs) - len(files)
     total = sum(_duration_or_zero(file.path, raw) for file in files) / 3600 if progress else None
-    with _quiet_c_stderr(), tqdm(total=total, unit="h", desc="transcribing", bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h "
+    with quiet_c_stderr(), tqdm(total=total, unit="h", desc="transcribing", bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h "
               "[{elapsed}<{remaining}{postfix}]", **quiet_unless(progress)) as bar:
 
         done = 0.0
@@ -428,26 +428,6 @@ def transcribe_job(recognizer: Recognizer, decoder: Decoder, inputs: Sequence[st
     if progress or output_dir is not None:
         print(summary, file=sys.stderr)
     return summary
-
-
-@contextlib.contextmanager
-def _quiet_c_stderr() -> Iterator[None]:
-    """Send what C libraries write to file descriptor 2 (mpg123's notes on a damaged MP3, say) to
-    /dev/null, so that stderr holds only the job's own lines; Python's ``sys.stderr`` keeps the real one."""
-    sys.stderr.flush()
-    saved, python_stderr = os.dup(2), sys.stderr
-    try:
-        with open(os.devnull, "w") as devnull, open(saved, "w", closefd=False, errors="backslashreplace") as real:
-            sys.stderr = real
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                real.flush()
-                os.dup2(saved, 2)
-                sys.stderr = python_stderr
-    finally:
-        os.close(saved)
 
 
 def _check_distinct(outputs: dict[str, Path]) -> None:
