@@ -1,10 +1,10 @@
 """Speed of training, of the recurrent layers, and of transcription on this machine.
 
-    python benchmarks/benchmark.py [--manifest runs/data/an4/dev.jsonl] [--config configs/default.yaml]
+    python benchmarks/benchmark.py [--manifest runs/data/an4/dev.jsonl] [--config configs/default.yaml] [--precision bf16]
 
 Prints, each as the median of --repeats runs:
 - training throughput: seconds of audio trained on per second (forward, CTC loss,
-  backward, optimiser step on real batches), at fp32 and at the config's precision;
+  backward, optimiser step on real batches), at fp32 and at --precision (the config's by default);
 - the LSTM stack's achieved GFLOP/s, forward and backward, fp32 and bf16;
 - the real-time factor of `transcribe_files` with the bundled model over the manifest's
   audio, loading the model and decoding the files included.
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", choices=["bf16", "fp16"], help="autocast to compare with fp32 (default: the config's)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     config = load_config(args.config)
@@ -97,7 +98,8 @@ def main() -> None:
     dataset = SpeechDataset(utterances, Vocabulary(), source=args.manifest)
     sampler = DurationBatchSampler([u.duration for u in utterances], config.data.batch_seconds, seed=0)
     batches = [collate([dataset[i] for i in indices]) for indices in islice(sampler, args.batches)]
-    precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.training.precision)
+    precision_name = args.precision or config.training.precision
+    precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision_name)
 
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, {len(batches)} batches of "
           f"{config.data.batch_seconds:.0f} s from {args.manifest}")
@@ -105,7 +107,7 @@ def main() -> None:
     print(f"training throughput, fp32: {fp32:.1f} s of audio per second")
     if precision is not None:
         mixed = median_of(args.repeats, lambda: training_throughput(config, batches, precision))
-        print(f"training throughput, {config.training.precision} autocast: {mixed:.1f} s of audio per second "
+        print(f"training throughput, {precision_name} autocast: {mixed:.1f} s of audio per second "
               f"({mixed / fp32:.2f}x fp32)")
     print(f"LSTM stack, forward + backward: {lstm_gflops(config, None):.1f} GFLOP/s fp32, "
           f"{lstm_gflops(config, torch.bfloat16):.1f} GFLOP/s bf16 autocast")

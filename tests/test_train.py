@@ -168,3 +168,19 @@ def test_resume_without_a_checkpoint_starts_afresh(manifests, tmp_path):
     rows = read_log(tmp_path / "run")
     assert [r["epoch"] for r in rows] == ["1"], (tmp_path / "run" / "log.csv").read_text()
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(manifests, tmp_path, monkeypatch, caplog, native):
+    """Emulated bf16 is many times slower than fp32: a user who asks for it on such a CPU is told."""
+    import asr.train
+
+    monkeypatch.setattr(asr.train, "cpu_has_native_bf16", lambda: native)
+    tiny = tmp_path / "two.jsonl"
+    write_manifest(tiny, read_manifest(manifests[1])[:2])
+    config = tmp_path / "config.yaml"
+    config.write_text(config_text(tiny, tiny, 1).replace("rnn_hidden: 128", "rnn_hidden: 8")
+                      .replace("precision: fp32", "precision: bf16"))
+    with caplog.at_level("WARNING", logger="asr.train"):
+        asr.train.train(load_config(config), tmp_path / "run", device="cpu")
+    assert caplog.text.count("no native bf16 instructions") == (0 if native else 1), caplog.text
