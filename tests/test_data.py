@@ -31,7 +31,7 @@ def entry(audio="a.wav", duration=1.0, text="hello") -> str:
 def test_relative_paths_resolve_against_the_manifest_folder(tmp_path, monkeypatch):
     folder = tmp_path / "sets"
     folder.mkdir()
-    manifest = write_lines(folder / "m.jsonl", entry("audio/a.wav", 1.5, "one"), "",
+    write_lines(folder / "m.jsonl", entry("audio/a.wav", 1.5, "one"), "",
                            entry(str(tmp_path / "abs.wav"), 2, "two"))
     monkeypatch.chdir(tmp_path)  # not the manifest's folder
     utterances = read_manifest("sets/m.jsonl")
