@@ -32,7 +32,7 @@ def test_relative_paths_resolve_against_the_manifest_folder(tmp_path, monkeypatc
     folder = tmp_path / "sets"
     folder.mkdir()
     write_lines(folder / "m.jsonl", entry("audio/a.wav", 1.5, "one"), "",
-                           entry(str(tmp_path / "abs.wav"), 2, "two"))
+                entry(str(tmp_path / "abs.wav"), 2, "two"))
     monkeypatch.chdir(tmp_path)  # not the manifest's folder
     utterances = read_manifest("sets/m.jsonl")
     assert [u.text for u in utterances] == ["one", "two"]
