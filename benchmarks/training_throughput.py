@@ -67,10 +67,11 @@ def main() -> None:
                        capture_output=True)
         try:
             arms = {f"baseline {args.baseline}": baseline, "this checkout": REPO}
+            config = epoch_config(args.config)
             results: dict[str, list[float]] = {name: [] for name in arms}
             for repeat in range(args.repeats):
                 for number, (name, source) in enumerate(arms.items()):
-                    value = throughput(source, epoch_config(args.config), scratch / "runs" / f"{repeat}-{number}")
+                    value = throughput(source, config, scratch / "runs" / f"{repeat}-{number}")
                     results[name].append(value)
                     print(f"run {repeat + 1}, {name}: {value:.1f} s of audio per second", flush=True)
         finally:

@@ -49,6 +49,16 @@ def manifests(an4_prepared, fsdd_prepared, tmp_path_factory):
     return folder / "tiny_repeated.jsonl", folder / "tiny.jsonl"
 
 
+def two_utterance_config(manifests, folder, precision: str = "fp32"):
+    """A one-epoch config of a minute model on two of the tiny utterances, for runs that test the loop, not learning."""
+    tiny = folder / "two.jsonl"
+    write_manifest(tiny, read_manifest(manifests[1])[:2])
+    config = folder / "config.yaml"
+    config.write_text(config_text(tiny, tiny, 1).replace("rnn_hidden: 128", "rnn_hidden: 8")
+                      .replace("precision: fp32", f"precision: {precision}"))
+    return config
+
+
 @pytest.fixture(scope="module")
 def trained(manifests, tmp_path_factory):
     """(run folder, config file) of one `asr train` run."""
@@ -158,11 +168,7 @@ def test_resume_without_a_checkpoint_starts_afresh(manifests, tmp_path):
     """`--resume` into an empty folder should train from scratch, with a log that has its header."""
     from asr.train import train
 
-    tiny = tmp_path / "two.jsonl"
-    write_manifest(tiny, read_manifest(manifests[1])[:2])
-    config = tmp_path / "config.yaml"
-    config.write_text(config_text(tiny, tiny, 1).replace("rnn_hidden: 128", "rnn_hidden: 8"))
-    train(load_config(config), tmp_path / "run", resume=True, device="cpu")
+    train(load_config(two_utterance_config(manifests, tmp_path)), tmp_path / "run", resume=True, device="cpu")
     header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0]
     assert header.startswith("epoch,step,"), f"log.csv has no header: {header!r}"
     rows = read_log(tmp_path / "run")
@@ -176,11 +182,7 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(manifests, tmp_path, monk
     import asr.train
 
     monkeypatch.setattr(asr.train, "cpu_has_native_bf16", lambda: native)
-    tiny = tmp_path / "two.jsonl"
-    write_manifest(tiny, read_manifest(manifests[1])[:2])
-    config = tmp_path / "config.yaml"
-    config.write_text(config_text(tiny, tiny, 1).replace("rnn_hidden: 128", "rnn_hidden: 8")
-                      .replace("precision: fp32", "precision: bf16"))
+    config = load_config(two_utterance_config(manifests, tmp_path, precision="bf16"))
     with caplog.at_level("WARNING", logger="asr.train"):
-        asr.train.train(load_config(config), tmp_path / "run", device="cpu")
+        asr.train.train(config, tmp_path / "run", device="cpu")
     assert caplog.text.count("no native bf16 instructions") == (0 if native else 1), caplog.text
