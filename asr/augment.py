@@ -1,4 +1,4 @@
-"""Waveform augmentation for training: speed perturbation and additive noise.
+"""Waveform augmentation for training: speed perturbation, telephone band and additive noise.
 
 Both run in the data loader's workers, on the waveform, before features (SpecAugment,
 the other half of augmentation, lives in the front end). Each utterance's draw depends
@@ -24,6 +24,9 @@ NOISE_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph"}
 class AugmentConfig:
     # Kaldi's recipe: each utterance resampled at one of these speeds (tempo and pitch move together).
     speeds: list[float] = field(default_factory=lambda: [1.0])
+    # Share of utterances low-passed to the telephone band (resampled to 8 kHz and back): a model trained on
+    # wideband speech then hears its many speakers the way narrowband corpora (FSDD, telephone) sound.
+    narrowband_probability: float = 0.0
     noise_dir: str = ""  # a folder of noise recordings, searched recursively; empty for no noise
     noise_probability: float = 0.5  # share of utterances that get noise
     snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])  # signal-to-noise ratio drawn uniformly in this range
@@ -31,8 +34,9 @@ class AugmentConfig:
     def problems(self) -> Iterator[tuple[str, str]]:
         if not self.speeds or any(not 0.5 <= s <= 2.0 for s in self.speeds):
             yield "speeds", f"must be a non-empty list of factors between 0.5 and 2, not {self.speeds}"
-        if not 0 <= self.noise_probability <= 1:
-            yield "noise_probability", f"must be in [0, 1], not {self.noise_probability}"
+        for key in ("narrowband_probability", "noise_probability"):
+            if not 0 <= getattr(self, key) <= 1:
+                yield key, f"must be in [0, 1], not {getattr(self, key)}"
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
             yield "snr_db", f"must be [low, high] in decibels, not {self.snr_db}"
         if self.noise_dir and not Path(self.noise_dir).is_dir():
@@ -60,6 +64,11 @@ def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
     return soxr.resample(samples, SAMPLE_RATE * factor, SAMPLE_RATE).astype(np.float32)
 
 
+def to_narrowband(samples: np.ndarray, rate: int = 8000) -> np.ndarray:
+    """``samples`` as if recorded at ``rate``: everything above its Nyquist frequency removed, length kept."""
+    return soxr.resample(soxr.resample(samples, SAMPLE_RATE, rate), rate, SAMPLE_RATE)[:len(samples)].astype(np.float32)
+
+
 def add_noise(samples: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """Mix a random stretch of ``noise`` (looped if too short) into ``samples`` at ``snr_db``."""
     if len(samples) == 0 or len(noise) == 0:
@@ -85,11 +94,13 @@ class Augmentation:
 
     @property
     def active(self) -> bool:
-        return self.config.speeds != [1.0] or bool(self.noise_paths)
+        return self.config.speeds != [1.0] or self.config.narrowband_probability > 0 or bool(self.noise_paths)
 
     def __call__(self, samples: np.ndarray, epoch: int, index: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch, index])
         samples = change_speed(samples, float(rng.choice(self.config.speeds)))
+        if rng.random() < self.config.narrowband_probability:
+            samples = to_narrowband(samples)
         if self.noise_paths and rng.random() < self.config.noise_probability:
             low, high = self.config.snr_db
             samples = add_noise(samples, self._noise(rng), float(rng.uniform(low, high)), rng)

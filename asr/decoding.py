@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from asr.beam_search import BeamSearch
 from asr.errors import AsrError
 from asr.text import Vocabulary
 
@@ -204,20 +205,30 @@ class Decoder:
         self.vocabulary = vocabulary
         self.frame_seconds = frame_seconds
         self.options = options
-        self._beam_search = None
+        self._beam_search: BeamSearch | None = None
         self._pool = None
         if options.kind == "beam":
-            from pyctcdecode import build_ctcdecoder
-
             labels = ["" if token == vocabulary.tokens[vocabulary.blank] else token for token in vocabulary.tokens]
-            logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # its notes on small LMs are not for users
-            try:
-                with quiet_c_stderr():  # KenLM prints a loading banner from C++
-                    self._beam_search = build_ctcdecoder(labels, kenlm_model_path=options.lm, unigrams=unigrams,
-                                                         alpha=options.alpha, beta=options.beta)
-            except (OSError, RuntimeError) as error:
-                reason = str(error).strip().splitlines()[-1][:160] if str(error).strip() else type(error).__name__
-                raise DecoderError(f"{options.lm}: KenLM cannot load it ({reason})") from None
+            self._beam_search = BeamSearch(labels, self._language_model(unigrams), options.hotwords,
+                                           options.hotword_weight)
+
+    def _language_model(self, unigrams: list[str] | None):
+        if self.options.lm is None:
+            return None
+        import kenlm
+        from pyctcdecode import LanguageModel
+        from pyctcdecode.language_model import load_unigram_set_from_arpa
+
+        logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # its notes on small LMs are not for users
+        try:
+            with quiet_c_stderr():  # KenLM prints a loading banner from C++
+                model = kenlm.Model(self.options.lm)
+        except (OSError, RuntimeError) as error:
+            reason = str(error).strip().splitlines()[-1][:160] if str(error).strip() else type(error).__name__
+            raise DecoderError(f"{self.options.lm}: KenLM cannot load it ({reason})") from None
+        if unigrams is None and self.options.lm.endswith(".arpa"):  # as pyctcdecode's build_ctcdecoder does
+            unigrams = sorted(load_unigram_set_from_arpa(self.options.lm))
+        return LanguageModel(model, unigrams, alpha=self.options.alpha, beta=self.options.beta)
 
     def _workers(self):
         """The pool of beam-search processes, started on first use and kept.
@@ -243,43 +254,49 @@ class Decoder:
     def set_lm_weights(self, alpha: float, beta: float) -> None:
         DecoderOptions(kind=self.options.kind, alpha=alpha, beta=beta).validate()
         self.options.alpha, self.options.beta = alpha, beta
-        if self._beam_search is not None:
-            self._beam_search.reset_params(alpha=float(alpha), beta=float(beta))
+        if self._beam_search is not None and self._beam_search.language_model is not None:
+            self._beam_search.language_model.reset_params(alpha=float(alpha), beta=float(beta))
+            self._beam_search.reset()
             self.close()  # running workers hold the old weights
 
-    def decode(self, log_probs: Sequence[np.ndarray]) -> list[Hypothesis]:
-        """One hypothesis per utterance's (frames, vocab) log-probabilities."""
+    def decode(self, log_probs: Sequence[np.ndarray], timings: bool = True) -> list[Hypothesis]:
+        """One hypothesis per utterance's (frames, vocab) log-probabilities; without ``timings``,
+        only their texts (beam search then skips aligning the words to frames)."""
         if self._beam_search is None:
             spans = [greedy_spans(array, self.vocabulary) for array in log_probs]
+            texts = [" ".join(word for word, _, _ in utterance) for utterance in spans]
         else:
-            spans = self._beam_spans(log_probs)
-        return [Hypothesis(" ".join(word for word, _, _ in utterance),
-                           words_from_spans(array, utterance, self.vocabulary, self.frame_seconds))
-                for array, utterance in zip(log_probs, spans)]
+            texts = self._beam_texts(log_probs)
+            spans = [self._align(array, text) for array, text in zip(log_probs, texts)] if timings else []
+        if not timings:
+            return [Hypothesis(text, []) for text in texts]
+        return [Hypothesis(text, words_from_spans(array, utterance, self.vocabulary, self.frame_seconds))
+                for text, array, utterance in zip(texts, log_probs, spans)]
 
-    def _beam_spans(self, log_probs: Sequence[np.ndarray]) -> list[list[tuple[str, int, int]]]:
+    def _beam_texts(self, log_probs: Sequence[np.ndarray]) -> list[str]:
         pool = self._workers() if len(log_probs) > 1 else None
         if pool is None:
             return [self._search(array) for array in log_probs]
         return pool.map(_search_in_worker, log_probs, chunksize=max(1, len(log_probs) // (4 * self._worker_count)))
 
-    def _search(self, log_probs: np.ndarray) -> list[tuple[str, int, int]]:
-        """One utterance's best beam, as words with the frame spans of their CTC alignment."""
+    def _search(self, log_probs: np.ndarray) -> str:
+        """One utterance's best transcript, searched over its frames less the runs of sure blanks."""
         options = self.options
-        frames, kept = compress_blanks(log_probs, self.vocabulary.blank, options.blank_skip_prob)
-        if not len(frames):  # pyctcdecode takes an empty matrix badly; no frames, no words
-            return []
-        beams = self._beam_search.decode_beams(
-            frames, beam_width=options.beam_width, beam_prune_logp=options.beam_prune_logp,
-            token_min_logp=options.token_min_logp, hotwords=options.hotwords or None,
-            hotword_weight=options.hotword_weight, prune_history=True)  # as decode() does: only the best beam is kept
+        frames, _ = compress_blanks(log_probs, self.vocabulary.blank, options.blank_skip_prob)
+        if not len(frames):  # no frames, no words
+            return ""
+        return self._beam_search.search(frames, options.beam_width, options.beam_prune_logp, options.token_min_logp)
+
+    def _align(self, log_probs: np.ndarray, text: str) -> list[tuple[str, int, int]]:
+        """The words of ``text`` with the frame spans of their CTC alignment to ``log_probs``."""
         # Align on the kept frames (a collapsed run of blanks holds no letter), then map back.
+        frames, kept = compress_blanks(log_probs, self.vocabulary.blank, self.options.blank_skip_prob)
         return [(word, int(kept[start]), int(kept[end - 1]) + 1)
-                for word, start, end in aligned_spans(frames, beams[0][0], self.vocabulary)]
+                for word, start, end in aligned_spans(frames, text, self.vocabulary)]
 
 
 _FORKED_DECODER: Decoder | None = None  # the decoder whose worker pool was started last
 
 
-def _search_in_worker(log_probs: np.ndarray) -> list[tuple[str, int, int]]:
+def _search_in_worker(log_probs: np.ndarray) -> str:
     return _FORKED_DECODER._search(log_probs)

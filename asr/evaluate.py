@@ -69,7 +69,7 @@ def model_outputs(recognizer: Recognizer, manifests: Sequence[str | Path], progr
 def evaluate_manifest(recognizer: Recognizer, manifest: str | Path, decoder: Decoder,
                       errors_file: str | Path | None = None, progress: bool = False) -> ErrorRates:
     utterances, references, log_probs = model_outputs(recognizer, [manifest], progress)
-    hypotheses = [h.text for h in decoder.decode(log_probs)]
+    hypotheses = [h.text for h in decoder.decode(log_probs, timings=False)]
     if errors_file is not None:
         lines = [json.dumps({"audio_filepath": str(u.audio_filepath), "reference": ref, "hypothesis": hyp,
                              "errors": error_rates([ref], [hyp]).word_errors})
@@ -86,7 +86,8 @@ def tune_lm_weights(recognizer: Recognizer, manifests: Sequence[str | Path], dec
     grid = [(alpha, beta) for alpha in alphas for beta in betas]
     for alpha, beta in tqdm(grid, desc="alpha, beta", leave=False, **quiet_unless(progress)):
         decoder.set_lm_weights(alpha, beta)
-        results.append((alpha, beta, error_rates(references, [h.text for h in decoder.decode(log_probs)])))
+        hypotheses = [h.text for h in decoder.decode(log_probs, timings=False)]
+        results.append((alpha, beta, error_rates(references, hypotheses)))
     return results
 
 

@@ -63,7 +63,7 @@ def main() -> None:
                           DecoderOptions(kind="beam", beam_width=100, lm=settings["lm"], alpha=settings["alpha"],
                                          beta=settings["beta"], **overrides), unigrams)
         started = time.perf_counter()  # like the baseline's, the decoder is built beforehand; its pool starts in here
-        texts = [h.text for h in decoder.decode(log_probs)]
+        texts = [h.text for h in decoder.decode(log_probs, timings=False)]
         seconds = time.perf_counter() - started
         decoder.close()
         return seconds, texts

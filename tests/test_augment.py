@@ -7,7 +7,7 @@ import pytest
 import soundfile
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.augment import AugmentConfig, Augmentation, add_noise, change_speed
+from asr.augment import AugmentConfig, Augmentation, add_noise, change_speed, to_narrowband
 from asr.config import ConfigError, from_dict
 from conftest import SAMPLES
 
@@ -27,6 +27,30 @@ def test_speed_changes_length_and_pitch_together(factor):
     assert len(faster) == pytest.approx(len(speech) / factor, rel=1e-3)
     tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
     assert dominant_frequency(change_speed(tone, factor)) == pytest.approx(440 * factor, abs=2)
+
+
+def band_energy(samples: np.ndarray, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(samples)) ** 2
+    frequencies = np.fft.rfftfreq(len(samples), 1 / SAMPLE_RATE)
+    return float(spectrum[(frequencies >= low) & (frequencies < high)].sum())
+
+
+def test_narrowband_keeps_the_telephone_band_and_removes_the_rest():
+    speech = load_audio(CLIP)
+    narrow = to_narrowband(speech)
+    assert narrow.dtype == np.float32 and len(narrow) == len(speech)
+    assert band_energy(speech, 4200, 8000) > 1e-3 * band_energy(speech, 300, 3400), "the clip must have a high band"
+    assert band_energy(narrow, 4200, 8000) < 1e-4 * band_energy(narrow, 300, 3400)
+    assert band_energy(narrow, 300, 3400) == pytest.approx(band_energy(speech, 300, 3400), rel=0.05)
+
+
+def test_narrowband_probability_is_the_share_of_utterances_band_limited():
+    speech = load_audio(CLIP)[:SAMPLE_RATE]
+    augmentation = Augmentation(AugmentConfig(narrowband_probability=0.5), seed=0)
+    assert augmentation.active
+    limited = [band_energy(augmentation(speech, 1, index), 4200, 8000) < 1e-4 * band_energy(speech, 4200, 8000)
+               for index in range(40)]
+    assert 10 <= sum(limited) <= 30
 
 
 def test_speed_one_returns_the_clip_untouched():
@@ -73,6 +97,7 @@ def test_draws_depend_only_on_seed_epoch_and_index(noise_dir):
     ({"speeds": []}, "augment.speeds"),
     ({"speeds": [0.1]}, "augment.speeds"),
     ({"noise_probability": 1.5}, "augment.noise_probability"),
+    ({"narrowband_probability": -0.1}, "augment.narrowband_probability"),
     ({"snr_db": [20, 5]}, "augment.snr_db"),
     ({"noise_dir": "/no/such/folder"}, "augment.noise_dir"),
 ])

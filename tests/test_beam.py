@@ -232,6 +232,46 @@ def test_parallel_decoding_gives_the_same_results(lm):
             parallel.close()
 
 
+def noisy_utterances(count: int, seed: int = 0) -> list[np.ndarray]:
+    """Frame paths of words from the LM's sentences and a few others, each letter's frames split at
+    random between it and a rival letter, so that beams branch, merge and get pruned."""
+    rng = np.random.default_rng(seed)
+    words = ["the", "cat", "cot", "sat", "ran", "down", "a", "dog", "mat"]
+    letters = "abcdefghijklmnopqrstuvwxyz'"
+    utterances = []
+    for _ in range(count):
+        text = " ".join(rng.choice(words, size=int(rng.integers(1, 5))))
+        frames: list[str | dict[str, float]] = ["_"] * int(rng.integers(0, 3))
+        for char in text.replace(" ", "|"):
+            rival = str(rng.choice([c for c in letters + "|_" if c != char]))
+            for _ in range(int(rng.integers(1, 3))):
+                own = float(rng.uniform(0.3, 0.95))
+                frames.append({char: own, rival: float(rng.uniform(0.0, 1.0 - own)) * 0.9})
+            frames.extend("_" * int(rng.integers(0, 3)))
+        utterances.append(matrix(*frames))
+    return utterances
+
+
+def test_search_gives_pyctcdecode_transcripts(lm):
+    """asr's beam search is pyctcdecode's algorithm made lean: BeamSearchDecoderCTC.decode one
+    utterance at a time, with its defaults, must give the same texts."""
+    from pyctcdecode import build_ctcdecoder
+
+    batch = noisy_utterances(60)
+    labels = [""] + VOCABULARY.tokens[1:]
+    for alpha, beta in ((0.5, 1.0), (2.0, 0.0), (1.0, 4.0)):
+        reference = build_ctcdecoder(labels, kenlm_model_path=str(lm), unigrams=check_lm(lm, VOCABULARY),
+                                     alpha=alpha, beta=beta)
+        expected = [reference.decode(log_probs) for log_probs in batch]
+        assert len(set(expected)) > 20, "the batch should exercise the search"
+        ours = decoder(lm=lm, alpha=alpha, beta=beta, workers=1, blank_skip_prob=1.0)
+        assert [h.text for h in ours.decode(batch, timings=False)] == expected, (alpha, beta)
+        hotwords = ["cot", "dog"]
+        expected = [reference.decode(log_probs, hotwords=hotwords) for log_probs in batch]
+        ours = decoder(lm=lm, alpha=alpha, beta=beta, workers=1, blank_skip_prob=1.0, hotwords=hotwords)
+        assert [h.text for h in ours.decode(batch, timings=False)] == expected, (alpha, beta, hotwords)
+
+
 def test_set_lm_weights_reaches_the_workers(lm):
     batch = batch_for_lm()
     parallel = decoder(lm=lm, alpha=0.0, beta=0.0, workers=2)
