@@ -86,7 +86,8 @@ class BeamSearch:
                     else:
                         key = (text, part + char, char)
                     score += token_score
-                    merged[key] = add_log_scores(merged[key], score) if key in merged else score
+                    known = merged.get(key)
+                    merged[key] = score if known is None else add_log_scores(known, score)
             beams = self._prune(merged, beam_width, beam_prune_logp)
 
         # The word in progress ends with the utterance; the LM scores the end of the sentence.

@@ -5,9 +5,11 @@
 The acoustic model runs once; both decoders then decode the same log-probabilities with
 beam width 100 and the model's LM and tuned weights. The baseline is what pyctcdecode's
 README shows: `build_ctcdecoder(...)` then `decoder.decode(logits)` per utterance with its
-default settings. asr's `Decoder` collapses sure-blank runs, prunes (its DecoderOptions
-defaults, or the --token-min-logp, --beam-prune-logp and --blank-skip-prob given), and
-decodes in parallel worker processes. Both decoders are built before the clock starts;
+default settings. asr's `Decoder` collapses sure-blank runs, searches with its own lean
+loop of pyctcdecode's algorithm (asr/beam_search.py; same pruning: its DecoderOptions
+defaults, or the --token-min-logp, --beam-prune-logp and --blank-skip-prob given), keeps
+LM scores across utterances, and decodes in parallel worker processes; like `decode`, it
+returns texts only (no word timings). Both decoders are built before the clock starts;
 the start-up of asr's worker pool is timed. Prints the median of --repeats runs
 of each, their ratio, how many transcripts differ, and both WERs.
 """

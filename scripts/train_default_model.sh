@@ -12,7 +12,8 @@ asr train --config configs/default.yaml --out runs/default
 asr export runs/default/best.pt data/model.pt
 # A trigram LM of the training transcripts, its weights tuned on the dev speakers.
 asr lm build $data/an4/train.jsonl $data/fsdd/train.jsonl --order 3 --out runs/default/lm.arpa
-asr tune-lm $data/an4/dev.jsonl $data/fsdd/dev.jsonl --lm runs/default/lm.arpa --model data/model.pt
+asr tune-lm $data/an4/dev.jsonl $data/fsdd/dev.jsonl --lm runs/default/lm.arpa --model data/model.pt \
+  --alphas 0.25,0.5,0.75,1,1.5 --betas 0,1,2,3,4,5
 for split in an4/dev fsdd/dev; do
   echo "$split greedy: $(asr evaluate $data/$split.jsonl --decoder greedy)"
   echo "$split beam+LM: $(asr evaluate $data/$split.jsonl)"
