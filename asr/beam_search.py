@@ -13,7 +13,6 @@ across utterances instead of starting its caches afresh for each one.
 
 from __future__ import annotations
 
-import heapq
 import math
 from operator import itemgetter
 from collections.abc import Sequence
@@ -108,10 +107,12 @@ class BeamSearch:
         for (text, part, last), score in merged.items():
             partial = partial_scores[part] if part in partial_scores else self._partial(part)
             scored.append((score + (word_scores[text][0] + partial), text, part, last, score))
-        floor = max(scored, key=itemgetter(0))[0] + beam_prune_logp
-        best = heapq.nlargest(beam_width, [beam for beam in scored if beam[0] >= floor], key=itemgetter(0))
+        scored.sort(key=itemgetter(0), reverse=True)  # stable, as pyctcdecode's heapq.nlargest is
+        floor = scored[0][0] + beam_prune_logp
         beams, seen = [], set()
-        for _, text, part, last, score in best:
+        for total, text, part, last, score in scored[:beam_width]:
+            if total < floor:
+                break
             history = (histories[text] if text in histories else self._history(text), part, last)
             if history not in seen:
                 seen.add(history)
