@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from asr.beam_search import BeamSearch
+from asr.beam_search import BeamSearch, LanguageModel
 from asr.errors import AsrError
 from asr.text import Vocabulary
 
@@ -212,11 +212,11 @@ class Decoder:
             self._beam_search = BeamSearch(labels, self._language_model(unigrams), options.hotwords,
                                            options.hotword_weight)
 
-    def _language_model(self, unigrams: list[str] | None):
+    def _language_model(self, unigrams: list[str] | None) -> LanguageModel | None:
+        """pyctcdecode's scorer over the KenLM model at ``options.lm``, weighted by alpha and beta."""
         if self.options.lm is None:
             return None
         import kenlm
-        from pyctcdecode import LanguageModel
         from pyctcdecode.language_model import load_unigram_set_from_arpa
 
         logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # its notes on small LMs are not for users
