@@ -69,24 +69,25 @@ class BeamSearch:
         candidates = log_probs >= token_min_logp
         candidates[np.arange(len(log_probs)), log_probs.argmax(axis=1)] = True
         frames, tokens = np.nonzero(candidates)  # frame by frame, tokens in ascending order
-        scores = log_probs[frames, tokens].tolist()
         bounds = np.searchsorted(frames, np.arange(len(log_probs) + 1)).tolist()
-        tokens = [self.labels[token] for token in tokens.tolist()]
+        labels, add_word = self.labels, self._add_word
+        choices = [(labels[token], score) for token, score in zip(tokens.tolist(), log_probs[frames, tokens].tolist())]
 
         beams = [("", "", "", 0.0)]  # text (finished words), word in progress, last token, acoustic score
         for start, end in zip(bounds, bounds[1:]):
             merged: dict[tuple[str, str, str], float] = {}
-            for char, token_score in zip(tokens[start:end], scores[start:end]):
+            known = merged.get
+            for char, token_score in choices[start:end]:
                 for text, part, last, score in beams:
                     if char == "" or char == last:
                         key = (text, part, char)
                     elif char == " ":
-                        key = (self._add_word(text, part), "", " ") if part else (text, "", " ")
+                        key = (add_word(text, part), "", " ") if part else (text, "", " ")
                     else:
                         key = (text, part + char, char)
                     score += token_score
-                    known = merged.get(key)
-                    merged[key] = score if known is None else add_log_scores(known, score)
+                    before = known(key)
+                    merged[key] = score if before is None else add_log_scores(before, score)
             beams = self._prune(merged, beam_width, beam_prune_logp)
 
         # The word in progress ends with the utterance; the LM scores the end of the sentence.
@@ -103,10 +104,9 @@ class BeamSearch:
         """Score merged beams with the LM, drop those far below the best, keep the best ``beam_width``,
         then only the best of those sharing the LM's history, word in progress and last token."""
         word_scores, partial_scores, histories = self._word_scores, self._partial_scores, self._histories
-        scored = []
-        for (text, part, last), score in merged.items():
-            partial = partial_scores[part] if part in partial_scores else self._partial(part)
-            scored.append((score + (word_scores[text][0] + partial), text, part, last, score))
+        scored = [(score + (word_scores[text][0] + (partial_scores[part] if part in partial_scores
+                                                     else self._partial(part))), text, part, last, score)
+                  for (text, part, last), score in merged.items()]
         scored.sort(key=itemgetter(0), reverse=True)  # stable, as pyctcdecode's heapq.nlargest is
         floor = scored[0][0] + beam_prune_logp
         beams, seen = [], set()
