@@ -129,14 +129,12 @@ class BeamSearch:
     def _final_score(self, text: str, word: str) -> float:
         """Score of ``text`` + ``word`` ending the sentence; not cached across utterances because
         pyctcdecode scores an empty last word too (a beam that ended on a space)."""
-        if self.language_model is None:
-            return self.hotwords.score(join_words(text, word))
         return self._score_word(text, word, end_of_sentence=True)[0]
 
     def _score_word(self, text: str, word: str, end_of_sentence: bool) -> tuple[float, float, object]:
-        _, raw_score, state = self._word_scores[text]
         if self.language_model is None:
             return self.hotwords.score(join_words(text, word)), 0.0, None
+        _, raw_score, state = self._word_scores[text]
         score, end_state = self.language_model.score(state, word, is_last_word=end_of_sentence)
         raw_score += score
         return raw_score + self.hotwords.score(join_words(text, word)), raw_score, end_state

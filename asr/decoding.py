@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import multiprocessing
@@ -264,39 +265,36 @@ class Decoder:
         only their texts (beam search then skips aligning the words to frames)."""
         if self._beam_search is None:
             spans = [greedy_spans(array, self.vocabulary) for array in log_probs]
-            texts = [" ".join(word for word, _, _ in utterance) for utterance in spans]
+            results = [(" ".join(word for word, _, _ in utterance), utterance) for utterance in spans]
         else:
-            texts = self._beam_texts(log_probs)
-            spans = [self._align(array, text) for array, text in zip(log_probs, texts)] if timings else []
-        if not timings:
-            return [Hypothesis(text, []) for text in texts]
-        return [Hypothesis(text, words_from_spans(array, utterance, self.vocabulary, self.frame_seconds))
-                for text, array, utterance in zip(texts, log_probs, spans)]
+            results = self._beam_results(log_probs, timings)
+        return [Hypothesis(text, words_from_spans(array, words, self.vocabulary, self.frame_seconds) if timings else [])
+                for array, (text, words) in zip(log_probs, results)]
 
-    def _beam_texts(self, log_probs: Sequence[np.ndarray]) -> list[str]:
+    def _beam_results(self, log_probs: Sequence[np.ndarray], timings: bool) -> list[tuple[str, list]]:
         pool = self._workers() if len(log_probs) > 1 else None
         if pool is None:
-            return [self._search(array) for array in log_probs]
-        return pool.map(_search_in_worker, log_probs, chunksize=max(1, len(log_probs) // (4 * self._worker_count)))
+            return [self._search(array, timings) for array in log_probs]
+        return pool.map(functools.partial(_search_in_worker, timings=timings), log_probs,
+                        chunksize=max(1, len(log_probs) // (4 * self._worker_count)))
 
-    def _search(self, log_probs: np.ndarray) -> str:
-        """One utterance's best transcript, searched over its frames less the runs of sure blanks."""
+    def _search(self, log_probs: np.ndarray, timings: bool) -> tuple[str, list[tuple[str, int, int]]]:
+        """One utterance's best transcript, searched over its frames less the runs of sure blanks,
+        with (if ``timings``) its words' frame spans in the CTC alignment of that text."""
         options = self.options
-        frames, _ = compress_blanks(log_probs, self.vocabulary.blank, options.blank_skip_prob)
+        frames, kept = compress_blanks(log_probs, self.vocabulary.blank, options.blank_skip_prob)
         if not len(frames):  # no frames, no words
-            return ""
-        return self._beam_search.search(frames, options.beam_width, options.beam_prune_logp, options.token_min_logp)
-
-    def _align(self, log_probs: np.ndarray, text: str) -> list[tuple[str, int, int]]:
-        """The words of ``text`` with the frame spans of their CTC alignment to ``log_probs``."""
+            return "", []
+        text = self._beam_search.search(frames, options.beam_width, options.beam_prune_logp, options.token_min_logp)
+        if not timings:
+            return text, []
         # Align on the kept frames (a collapsed run of blanks holds no letter), then map back.
-        frames, kept = compress_blanks(log_probs, self.vocabulary.blank, self.options.blank_skip_prob)
-        return [(word, int(kept[start]), int(kept[end - 1]) + 1)
-                for word, start, end in aligned_spans(frames, text, self.vocabulary)]
+        return text, [(word, int(kept[start]), int(kept[end - 1]) + 1)
+                      for word, start, end in aligned_spans(frames, text, self.vocabulary)]
 
 
 _FORKED_DECODER: Decoder | None = None  # the decoder whose worker pool was started last
 
 
-def _search_in_worker(log_probs: np.ndarray) -> str:
-    return _FORKED_DECODER._search(log_probs)
+def _search_in_worker(log_probs: np.ndarray, timings: bool) -> tuple[str, list[tuple[str, int, int]]]:
+    return _FORKED_DECODER._search(log_probs, timings)

@@ -10,7 +10,8 @@ loop of pyctcdecode's algorithm (asr/beam_search.py; same pruning: its DecoderOp
 defaults, or the --token-min-logp, --beam-prune-logp and --blank-skip-prob given), keeps
 LM scores across utterances, and decodes in parallel worker processes; like `decode`, it
 returns texts only (no word timings). Both decoders are built before the clock starts;
-the start-up of asr's worker pool is timed. Runs the two in turn, --repeats times, and prints the medians, their ratio, how many transcripts differ, and both WERs.
+the start-up of asr's worker pool is timed. Runs the two in turn, --repeats times, and
+prints the medians, their ratio, how many transcripts differ, and both WERs.
 """
 
 from __future__ import annotations
