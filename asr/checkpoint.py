@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,17 @@ def model_state(model: AcousticModel, features: FeatureConfig, vocabulary: Vocab
         "feature_config": dataclasses.asdict(features),
         "vocabulary": vocabulary.tokens,
     }
+
+
+def average_weights(paths: Sequence[str | os.PathLike]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of several checkpoints' weights, batch norm statistics included; integer
+    buffers (batch norm's update count) come from the last checkpoint."""
+    states = [load_checkpoint(path)["model_state"] for path in paths]
+    if not states:
+        raise CheckpointError("no checkpoints to average")
+    return {name: (torch.stack([state[name].double() for state in states]).mean(dim=0).to(tensor.dtype)
+                   if tensor.is_floating_point() else tensor)
+            for name, tensor in states[-1].items()}
 
 
 def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bool = True) -> None:

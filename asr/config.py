@@ -51,12 +51,16 @@ class TrainingConfig:
     accumulate_batches: int = 1  # batches whose gradients add up to one optimiser step
     checkpoint_every: int = 0  # also write last.pt every this many steps (0: at epoch ends only)
     tensorboard: bool = False  # also log to OUT/tensorboard (needs the tensorboard package)
+    # Keep the weights of the N epochs with the lowest dev WER and, at the end, write average.pt, their
+    # element-wise mean (ESPnet's n-best averaging); 0: off.
+    average_best: int = 0
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.accumulate_batches < 1:
             yield "accumulate_batches", f"must be at least 1, not {self.accumulate_batches}"
-        if self.checkpoint_every < 0:
-            yield "checkpoint_every", f"must be zero or more, not {self.checkpoint_every}"
+        for key in ("checkpoint_every", "average_best"):
+            if getattr(self, key) < 0:
+                yield key, f"must be zero or more, not {getattr(self, key)}"
         if self.max_minutes < 0:
             yield "max_minutes", f"must be zero or more, not {self.max_minutes}"
         if self.epochs < 1:

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.augment import Augmentation
-from asr.checkpoint import Recognizer, choose_device, load_checkpoint, model_state, save_checkpoint
+from asr.checkpoint import (Recognizer, average_weights, choose_device, load_checkpoint, model_state,
+                            save_checkpoint)
 from asr.config import Config, ConfigError
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.errors import AsrError
@@ -456,6 +457,8 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
                      f", {stats.out_of_memory} batches out of memory" if stats.out_of_memory else "")
             if improved:
                 save_checkpoint(out_dir / "best.pt", model_state(model, config.features, vocabulary))
+            if settings.average_best:
+                keep_best_epochs(out_dir, model_state(model, config.features, vocabulary), epoch, settings.average_best)
         stats = EpochStats()
         save_last(epoch_finished=True)
         if out_of_time:
@@ -465,7 +468,42 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
         epoch += 1
     if tensorboard is not None:
         tensorboard.close()
+    if settings.average_best and ddp.is_main:
+        return average_best_epochs(out_dir, frontend, model, config, vocabulary, dev_set, ctc_loss, device, best_wer)
     return out_dir / "best.pt"
+
+
+def keep_best_epochs(out_dir: Path, state: dict[str, Any], epoch: int, count: int) -> None:
+    """Save this epoch's weights as OUT/epochs/epochNNN.pt and delete all but the ``count`` epochs with the
+    lowest dev WER in log.csv (the later on a tie, so without a dev set the last ``count``)."""
+    folder = out_dir / "epochs"
+    save_checkpoint(folder / f"epoch{epoch:03d}.pt", state)
+    with open(out_dir / "log.csv", newline="") as log_file:
+        wers = {int(row["epoch"]): float(row["dev_wer"]) for row in csv.DictReader(log_file)}
+    saved = {int(path.stem.removeprefix("epoch")): path for path in folder.glob("epoch*.pt")}
+    # Files of epochs after this one are left from a run killed and resumed before them.
+    ranked = sorted((e for e in saved if e <= epoch),
+                    key=lambda e: (math.inf if math.isnan(wers.get(e, math.nan)) else wers[e], -e))
+    for stale in set(saved) - set(ranked[:count]):
+        saved[stale].unlink()
+
+
+def average_best_epochs(out_dir: Path, frontend: LogMelFrontend, model: AcousticModel, config: Config,
+                        vocabulary: Vocabulary, dev_set: SpeechDataset | None, ctc_loss: torch.nn.CTCLoss,
+                        device: torch.device, best_wer: float) -> Path:
+    """Write average.pt, the mean of the kept epochs' weights, and score it on the dev set; returns it,
+    or best.pt if the best single epoch scored lower."""
+    kept = sorted((out_dir / "epochs").glob("epoch*.pt"))
+    model.load_state_dict(average_weights(kept))
+    save_checkpoint(out_dir / "average.pt", model_state(model, config.features, vocabulary))
+    epochs = ", ".join(str(int(path.stem.removeprefix("epoch"))) for path in kept)
+    if dev_set is None:
+        log.info("average.pt: the mean of epochs %s", epochs)
+        return out_dir / "average.pt"
+    dev = evaluate_dev(frontend, model, vocabulary, dev_set, ctc_loss, device, Distributed())
+    log.info("average.pt, the mean of epochs %s: dev loss %.3f, WER %.2f%%, CER %.2f%% (best single epoch: WER %.2f%%)",
+             epochs, dev.loss, 100 * dev.wer, 100 * dev.cer, 100 * best_wer)
+    return out_dir / ("best.pt" if dev.wer > best_wer else "average.pt")
 
 
 @dataclass

@@ -12,27 +12,31 @@ import json
 import shutil
 
 import pytest
+import torch
 import yaml
 
 from asr.checkpoint import load_checkpoint
 from asr.config import load_config
 from asr.data import read_manifest, write_manifest
+from asr.train import keep_best_epochs
 from conftest import assert_one_line_error, run_cli
 
 # Eight short utterances: four AN4 words (both speakers) and four FSDD digits.
 CHOSEN = {"an253-fash-b": "go", "an254-fash-b": "yes", "an199-mgah-b": "no", "an200-mgah-b": "start",
           "7_george_0": "seven", "3_jackson_0": "three", "0_jackson_0": "zero", "5_george_0": "five"}
 EPOCHS = 45
+AVERAGED = 3  # training.average_best of the run
 REPEATS = 4  # each utterance appears four times an epoch: more steps per epoch, less per-epoch overhead
 
 
-def config_text(train_manifest, dev_manifest, epochs: int) -> str:
+def config_text(train_manifest, dev_manifest, epochs: int, average_best: int = 0) -> str:
     return yaml.safe_dump({
         "features": {"freq_masks": 0, "time_masks": 0},
         "model": {"conv_channels": 8, "rnn_layers": 1, "rnn_hidden": 128, "dropout": 0.0},
         "data": {"train": [str(train_manifest)], "dev": [str(dev_manifest)], "batch_seconds": 1.5, "num_workers": 0},
         "training": {"epochs": epochs, "learning_rate": 0.02, "warmup_steps": 10, "final_lr_ratio": 0.3,
-                     "weight_decay": 0.0, "grad_clip": 50.0, "precision": "fp32", "seed": 0},
+                     "weight_decay": 0.0, "grad_clip": 50.0, "precision": "fp32", "seed": 0,
+                     "average_best": average_best},
     })
 
 
@@ -64,10 +68,12 @@ def trained(manifests, tmp_path_factory):
     """(run folder, config file) of one `asr train` run."""
     folder = tmp_path_factory.mktemp("train")
     config = folder / "config.yaml"
-    config.write_text(config_text(*manifests, EPOCHS))
+    config.write_text(config_text(*manifests, EPOCHS, AVERAGED))
     result = run_cli("train", "--config", config, "--out", folder / "run")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"best checkpoint: {folder / 'run' / 'best.pt'}" in result.stdout
+    (chosen,) = [line.removeprefix("best checkpoint: ") for line in result.stdout.splitlines()
+                 if line.startswith("best checkpoint: ")]
+    assert chosen in (str(folder / "run" / "best.pt"), str(folder / "run" / "average.pt"))
     return folder / "run", config
 
 
@@ -94,6 +100,32 @@ def test_training_writes_checkpoints_log_plot_and_config(trained):
     assert (last["epoch"], last["step"]) == (EPOCHS, steps[-1])
     assert {"optimizer", "scheduler"} <= last.keys()
     assert "optimizer" not in load_checkpoint(run / "best.pt")
+
+
+def test_training_averages_the_epochs_with_the_lowest_dev_wer(trained):
+    run, _ = trained
+    rows = read_log(run)
+    best = sorted(rows, key=lambda row: (float(row["dev_wer"]), -int(row["epoch"])))[:AVERAGED]
+    kept = sorted(run.glob("epochs/epoch*.pt"))
+    assert [int(path.stem.removeprefix("epoch")) for path in kept] == sorted(int(row["epoch"]) for row in best)
+    states = [load_checkpoint(path)["model_state"] for path in kept]
+    average = load_checkpoint(run / "average.pt")["model_state"]
+    floats = [name for name, tensor in average.items() if tensor.is_floating_point()]
+    assert floats and len(states[0][floats[0]].unique()) > 1
+    for name in floats:
+        assert torch.allclose(average[name], sum(state[name] for state in states) / AVERAGED, atol=1e-6), name
+    assert not any(torch.equal(average[name], states[-1][name]) for name in floats if "weight" in name)
+
+
+def test_keeping_best_epochs_prefers_the_later_on_a_tie_and_drops_stale_files(tmp_path):
+    (tmp_path / "epochs").mkdir()
+    torch.save({}, tmp_path / "epochs" / "epoch009.pt")  # left by a run killed after epoch 9, resumed at 3
+    (tmp_path / "log.csv").write_text("epoch,dev_wer\n")
+    for epoch, wer in enumerate(["0.5", "0.2", "0.3", "0.2", "nan"], start=1):
+        with open(tmp_path / "log.csv", "a") as log_file:
+            log_file.write(f"{epoch},{wer}\n")
+        keep_best_epochs(tmp_path, {"model_state": {"w": torch.full((2,), float(epoch))}}, epoch, count=2)
+    assert sorted(path.name for path in (tmp_path / "epochs").iterdir()) == ["epoch002.pt", "epoch004.pt"]
 
 
 @pytest.fixture(scope="module")
