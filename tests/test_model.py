@@ -51,6 +51,21 @@ def test_reverse_padded():
     assert torch.equal(reverse_padded(out, torch.tensor([5, 3])), x)
 
 
+def test_reverse_padded_gradient():
+    x = torch.randn(3, 5, 2, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: reverse_padded(x, torch.tensor([5, 3, 1])), (x,))
+
+
+def test_channels_last_convolutions_compute_what_contiguous_ones_do():
+    conv = ConvFront(ModelConfig(), n_mels=80).eval()
+    assert conv.layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+    contiguous = ConvFront(ModelConfig(), n_mels=80).eval()
+    contiguous.load_state_dict(conv.state_dict())
+    contiguous.layers.to(memory_format=torch.contiguous_format)
+    features, lengths = torch.randn(2, 60, 80), torch.tensor([60, 41])
+    assert torch.allclose(conv(features, lengths), contiguous(features, lengths), atol=1e-5)
+
+
 def packed_reference(layer: RecurrentLayer, rnn_type: str) -> nn.Module:
     """The same kind of torch RNN with bidirectional=True, holding the layer's two directions' weights:
     forward_rnn's as ``*_l0``, backward_rnn's as ``*_l0_reverse``."""
