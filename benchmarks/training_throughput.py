@@ -36,7 +36,9 @@ def epoch_config(path: Path) -> dict:
     config.pop("augment", None)
     config["data"] = {**config["data"], **{split: [str((REPO / manifest).resolve()) for manifest in config["data"][split]]
                                            for split in ("train", "dev")}}
-    config["training"] = {**config.get("training", {}), "epochs": 1, "precision": "fp32"}
+    # One epoch needs no time budget, and the first version knows no training.max_minutes.
+    config["training"] = {**{key: value for key, value in config.get("training", {}).items() if key != "max_minutes"},
+                          "epochs": 1, "precision": "fp32"}
     return config
 
 

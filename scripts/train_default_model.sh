@@ -8,8 +8,9 @@ fsdd=${2:-../shared/corpora/fsdd}
 data=runs/data
 asr prepare an4 "$an4" --out $data/an4
 asr prepare fsdd "$fsdd" --out $data/fsdd
-asr train --config configs/default.yaml --out runs/default
-asr export runs/default/best.pt data/model.pt
+# `asr train` names the checkpoint to ship: best.pt, or average.pt when the average of the best epochs scores lower.
+model=$(asr train --config configs/default.yaml --out runs/default | sed -n 's/^best checkpoint: //p')
+asr export "$model" data/model.pt
 # A trigram LM of the training transcripts, its weights tuned on the dev speakers.
 asr lm build $data/an4/train.jsonl $data/fsdd/train.jsonl --order 3 --out runs/default/lm.arpa
 asr tune-lm $data/an4/dev.jsonl $data/fsdd/dev.jsonl --lm runs/default/lm.arpa --model data/model.pt \
