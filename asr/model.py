@@ -185,6 +185,17 @@ class Lookahead(nn.Module):
         return nn.functional.hardtanh(self.conv(x).transpose(1, 2), 0, 20)
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with its keep-mask drawn by thresholding uniform draws: the same Bernoulli(1 - p)
+    masks, in about half the time on a CPU, where ``bernoulli_`` draws element by element."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+
+
 class AcousticModel(nn.Module):
     """Log-mel features -> per-frame log-probabilities over the vocabulary."""
 
@@ -200,7 +211,7 @@ class AcousticModel(nn.Module):
         norm = {"none": None, "layer": MaskedLayerNorm, "batch": SequenceBatchNorm}[config.norm]
         self.norms = nn.ModuleList(norm(size) for _ in range(config.rnn_layers - 1)) if norm else None
         self.lookahead = Lookahead(size, config.lookahead) if not config.bidirectional and config.lookahead else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.output = nn.Linear(size, vocab_size)
 
     def output_lengths(self, feature_lengths: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from asr.model import RNN_TYPES, AcousticModel, ConvFront, ModelConfig, RecurrentLayer, reverse_padded
+from asr.model import RNN_TYPES, AcousticModel, ConvFront, Dropout, ModelConfig, RecurrentLayer, reverse_padded
 
 SMALL = dict(conv_channels=4, rnn_layers=2, rnn_hidden=16, dropout=0.0)
 
@@ -203,6 +203,17 @@ def test_dropout_only_in_training():
     assert torch.equal(model(features, lengths)[0], model(features, lengths)[0])
     model.train()
     assert not torch.equal(model(features, lengths)[0], model(features, lengths)[0])
+
+
+def test_dropout_drops_a_share_p_and_scales_the_rest_and_their_gradients():
+    torch.manual_seed(0)
+    x = torch.full((200_000,), 2.0, requires_grad=True)
+    y = Dropout(0.3).train()(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.005
+    assert torch.allclose(y[kept], torch.tensor(2 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / 0.7)
 
 
 def test_bf16_autocast_forward_and_backward_on_cpu():
