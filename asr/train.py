@@ -482,7 +482,7 @@ def keep_best_epochs(out_dir: Path, state: dict[str, Any], epoch: int, count: in
     save_checkpoint(folder / f"epoch{epoch:03d}.pt", state)
     with open(out_dir / "log.csv", newline="") as log_file:
         wers = {int(row["epoch"]): float(row["dev_wer"]) for row in csv.DictReader(log_file)}
-    saved = {int(path.stem.removeprefix("epoch")): path for path in folder.glob("epoch*.pt")}
+    saved = epoch_files(folder)
     # Files of epochs after this one are left from a run killed and resumed before them.
     ranked = sorted((e for e in saved if e <= epoch),
                     key=lambda e: (math.inf if math.isnan(wers.get(e, math.nan)) else wers[e], -e))
@@ -490,15 +490,20 @@ def keep_best_epochs(out_dir: Path, state: dict[str, Any], epoch: int, count: in
         saved[stale].unlink()
 
 
+def epoch_files(folder: Path) -> dict[int, Path]:
+    """The epoch checkpoints ``keep_best_epochs`` left in ``folder``, by epoch number."""
+    return {int(path.stem.removeprefix("epoch")): path for path in folder.glob("epoch*.pt")}
+
+
 def average_best_epochs(out_dir: Path, frontend: LogMelFrontend, model: AcousticModel, config: Config,
                         vocabulary: Vocabulary, dev_set: SpeechDataset | None, ctc_loss: torch.nn.CTCLoss,
                         device: torch.device, best_wer: float) -> Path:
     """Write average.pt, the mean of the kept epochs' weights, and score it on the dev set; returns it,
     or best.pt if the best single epoch scored lower."""
-    kept = sorted((out_dir / "epochs").glob("epoch*.pt"))
-    model.load_state_dict(average_weights(kept))
+    kept = dict(sorted(epoch_files(out_dir / "epochs").items()))
+    model.load_state_dict(average_weights(list(kept.values())))
     save_checkpoint(out_dir / "average.pt", model_state(model, config.features, vocabulary))
-    epochs = ", ".join(str(int(path.stem.removeprefix("epoch"))) for path in kept)
+    epochs = ", ".join(map(str, kept))
     if dev_set is None:
         log.info("average.pt: the mean of epochs %s", epochs)
         return out_dir / "average.pt"
