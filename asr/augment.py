@@ -1,6 +1,6 @@
-"""Waveform augmentation for training: speed perturbation, telephone band and additive noise.
+"""Waveform augmentation for training: speed perturbation, room-tone padding, telephone band and additive noise.
 
-Both run in the data loader's workers, on the waveform, before features (SpecAugment,
+All run in the data loader's workers, on the waveform, before features (SpecAugment,
 the other half of augmentation, lives in the front end). Each utterance's draw depends
 only on (seed, epoch, index), so a run is reproducible whatever the worker count.
 """
@@ -27,6 +27,12 @@ class AugmentConfig:
     # Share of utterances low-passed to the telephone band (resampled to 8 kHz and back): a model trained on
     # wideband speech then hears its many speakers the way narrowband corpora (FSDD, telephone) sound.
     narrowband_probability: float = 0.0
+    # Share of utterances given up to pad_seconds of room tone at each end, over a noise floor pad_snr_db below
+    # the speech: a corpus trimmed tight to its words (FSDD) then sounds like any other recording, and the model
+    # cannot learn the trimming as a cue to which corpus (and so which few speakers) it is hearing.
+    pad_probability: float = 0.0
+    pad_seconds: float = 0.5
+    pad_snr_db: list[float] = field(default_factory=lambda: [20.0, 50.0])
     noise_dir: str = ""  # a folder of noise recordings, searched recursively; empty for no noise
     noise_probability: float = 0.5  # share of utterances that get noise
     snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])  # signal-to-noise ratio drawn uniformly in this range
@@ -34,11 +40,15 @@ class AugmentConfig:
     def problems(self) -> Iterator[tuple[str, str]]:
         if not self.speeds or any(not 0.5 <= s <= 2.0 for s in self.speeds):
             yield "speeds", f"must be a non-empty list of factors between 0.5 and 2, not {self.speeds}"
-        for key in ("narrowband_probability", "noise_probability"):
+        for key in ("narrowband_probability", "pad_probability", "noise_probability"):
             if not 0 <= getattr(self, key) <= 1:
                 yield key, f"must be in [0, 1], not {getattr(self, key)}"
-        if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
-            yield "snr_db", f"must be [low, high] in decibels, not {self.snr_db}"
+        if not 0 <= self.pad_seconds <= 10:
+            yield "pad_seconds", f"must be between 0 and 10 seconds, not {self.pad_seconds}"
+        for key in ("pad_snr_db", "snr_db"):
+            low_high = getattr(self, key)
+            if len(low_high) != 2 or low_high[0] > low_high[1]:
+                yield key, f"must be [low, high] in decibels, not {low_high}"
         if self.noise_dir and not Path(self.noise_dir).is_dir():
             yield "noise_dir", f"{self.noise_dir}: no such folder"
         elif self.noise_dir and not noise_files(self.noise_dir):
@@ -51,6 +61,10 @@ class AugmentConfig:
     @property
     def fastest(self) -> float:
         return max(self.speeds)
+
+    def longest(self, duration: float) -> float:
+        """The most seconds an utterance of ``duration`` can last once augmented: slowest speed, most padding."""
+        return duration / self.slowest + (2 * self.pad_seconds if self.pad_probability > 0 else 0.0)
 
 
 def noise_files(folder: str | Path) -> list[Path]:
@@ -67,6 +81,26 @@ def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
 def to_narrowband(samples: np.ndarray, rate: int = 8000) -> np.ndarray:
     """``samples`` as if recorded at ``rate``: everything above its Nyquist frequency removed, length kept."""
     return soxr.resample(soxr.resample(samples, SAMPLE_RATE, rate), rate, SAMPLE_RATE)[:len(samples)].astype(np.float32)
+
+
+def coloured_noise(length: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power Gaussian noise whose power falls as 1/f**exponent: 0 is white, 1 pink, 2 brown (a rumble)."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    frequencies = np.fft.rfftfreq(length, 1 / SAMPLE_RATE)
+    spectrum *= np.maximum(frequencies, 20.0) ** (-exponent / 2)  # held flat below 20 Hz, where no mic hears
+    noise = np.fft.irfft(spectrum, length)
+    power = float(np.mean(noise ** 2)) if length else 0.0
+    return noise / np.sqrt(power) if power > 0 else noise
+
+
+def pad_with_room_tone(samples: np.ndarray, before: int, after: int, snr_db: float, exponent: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """``samples`` with ``before`` and ``after`` samples added at its ends, and coloured noise ``snr_db``
+    below the speech's power under all of it, as a recording has a noise floor before, during and after a word."""
+    speech_power = float(np.mean(samples.astype(np.float64) ** 2)) if len(samples) else 0.0
+    floor = coloured_noise(before + len(samples) + after, exponent, rng) * np.sqrt(speech_power / 10 ** (snr_db / 10))
+    floor[before:before + len(samples)] += samples
+    return floor.astype(np.float32)
 
 
 def add_noise(samples: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -94,11 +128,18 @@ class Augmentation:
 
     @property
     def active(self) -> bool:
-        return self.config.speeds != [1.0] or self.config.narrowband_probability > 0 or bool(self.noise_paths)
+        config = self.config
+        return (config.speeds != [1.0] or config.pad_probability > 0 or config.narrowband_probability > 0
+                or bool(self.noise_paths))
 
     def __call__(self, samples: np.ndarray, epoch: int, index: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch, index])
         samples = change_speed(samples, float(rng.choice(self.config.speeds)))
+        if rng.random() < self.config.pad_probability:
+            before, after = rng.integers(0, round(self.config.pad_seconds * SAMPLE_RATE) + 1, size=2)
+            low, high = self.config.pad_snr_db
+            samples = pad_with_room_tone(samples, int(before), int(after), float(rng.uniform(low, high)),
+                                         float(rng.uniform(0, 2)), rng)
         if rng.random() < self.config.narrowband_probability:
             samples = to_narrowband(samples)
         if self.noise_paths and rng.random() < self.config.noise_probability:

@@ -81,7 +81,7 @@ def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -
                             augmentation=augmentation if augmentation.active else None)
     fastest = config.augment.fastest  # the fastest speed leaves the fewest frames for the labels
     keep = [i for i, (u, t) in enumerate(zip(dataset.utterances, dataset.targets))
-            if u.duration / config.augment.slowest <= config.data.max_duration
+            if config.augment.longest(u.duration) <= config.data.max_duration
             and ctc_fits(t, output_frames(u.duration / fastest, config.features, model))]
     if not keep:
         raise AsrError("no training utterance is short enough and has few enough labels for its frames")
@@ -247,8 +247,8 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
         log.warning("dropped %d training utterances longer than %.0f s or with more labels than frames",
                     dropped, config.data.max_duration)
 
-    # Durations at the slowest speed, so that augmented batches stay within batch_seconds too.
-    sampler = DurationBatchSampler([u.duration / config.augment.slowest for u in train_set.utterances],
+    # Durations at the slowest speed with the most padding, so that augmented batches stay within batch_seconds too.
+    sampler = DurationBatchSampler([config.augment.longest(u.duration) for u in train_set.utterances],
                                    config.data.batch_seconds, seed=settings.seed, sortagrad=config.data.sortagrad,
                                    rank=ddp.rank, world_size=ddp.world_size)
     if len(sampler) < settings.accumulate_batches:

@@ -1,4 +1,5 @@
-"""Waveform augmentation on a real clip: speed perturbation, noise at a chosen SNR, reproducible draws."""
+"""Waveform augmentation on a real clip: speed perturbation, room-tone padding, noise at a chosen SNR,
+reproducible draws."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 import soundfile
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.augment import AugmentConfig, Augmentation, add_noise, change_speed, to_narrowband
+from asr.augment import (AugmentConfig, Augmentation, add_noise, change_speed, coloured_noise, pad_with_room_tone,
+                         to_narrowband)
 from asr.config import ConfigError, from_dict
 from conftest import SAMPLES
 
@@ -73,6 +75,45 @@ def test_silence_gets_no_noise():
     assert not add_noise(silence, np.ones(10, dtype=np.float32), 10.0, np.random.default_rng(0)).any()
 
 
+def power_db(samples: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(samples.astype(np.float64) ** 2))
+
+
+@pytest.mark.parametrize("snr_db", [20.0, 45.0])
+def test_room_tone_pads_both_ends_over_a_noise_floor_at_the_requested_snr(snr_db):
+    speech = load_audio(CLIP)[:SAMPLE_RATE]
+    padded = pad_with_room_tone(speech, 4000, 2500, snr_db, exponent=1.0, rng=np.random.default_rng(0))
+    assert padded.dtype == np.float32 and len(padded) == 4000 + len(speech) + 2500
+    floor = np.concatenate([padded[:4000], padded[-2500:]])
+    assert power_db(speech) - power_db(floor) == pytest.approx(snr_db, abs=1.0)
+    under_speech = padded[4000:-2500] - speech
+    assert power_db(speech) - power_db(under_speech) == pytest.approx(snr_db, abs=1.0)
+
+
+def test_room_tone_colour_goes_from_white_to_rumble():
+    rng = np.random.default_rng(3)
+    low_share = {}
+    for exponent in (0.0, 1.0, 2.0):
+        noise = coloured_noise(SAMPLE_RATE, exponent, rng)
+        assert np.mean(noise ** 2) == pytest.approx(1.0)
+        low_share[exponent] = band_energy(noise, 0, 500) / band_energy(noise, 0, 8000)
+    assert low_share[0.0] == pytest.approx(500 / 8000, rel=0.2)
+    assert low_share[0.0] < low_share[1.0] < low_share[2.0]
+
+
+def test_pad_probability_is_the_share_of_utterances_padded_and_longest_bounds_them():
+    speech = load_audio(CLIP)[:SAMPLE_RATE // 2]
+    config = AugmentConfig(speeds=[0.9, 1.1], pad_probability=0.5, pad_seconds=0.4)
+    augmentation = Augmentation(config, seed=0)
+    assert augmentation.active
+    lengths = [len(augmentation(speech, 1, index)) for index in range(40)]
+    padded = [length > len(speech) / 0.9 + 1 for length in lengths]
+    assert 10 <= sum(padded) <= 30
+    assert max(lengths) <= config.longest(len(speech) / SAMPLE_RATE) * SAMPLE_RATE + 1
+    assert config.longest(1.0) == pytest.approx(1 / 0.9 + 0.8)
+    assert AugmentConfig(speeds=[0.9]).longest(1.0) == pytest.approx(1 / 0.9), "no padding drawn, none budgeted"
+
+
 @pytest.fixture
 def noise_dir(tmp_path):
     rng = np.random.default_rng(5)
@@ -99,6 +140,9 @@ def test_draws_depend_only_on_seed_epoch_and_index(noise_dir):
     ({"noise_probability": 1.5}, "augment.noise_probability"),
     ({"narrowband_probability": -0.1}, "augment.narrowband_probability"),
     ({"snr_db": [20, 5]}, "augment.snr_db"),
+    ({"pad_probability": 2}, "augment.pad_probability"),
+    ({"pad_seconds": -1}, "augment.pad_seconds"),
+    ({"pad_snr_db": [30]}, "augment.pad_snr_db"),
     ({"noise_dir": "/no/such/folder"}, "augment.noise_dir"),
 ])
 def test_bad_augment_settings_name_their_key(values, key):
