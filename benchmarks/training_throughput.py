@@ -27,6 +27,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+# Training settings added after the first version, which rejects them; none changes what one epoch computes.
+LATER_TRAINING_KEYS = {"max_minutes", "average_best"}
 
 
 def epoch_config(path: Path) -> dict:
@@ -36,9 +38,8 @@ def epoch_config(path: Path) -> dict:
     config.pop("augment", None)
     config["data"] = {**config["data"], **{split: [str((REPO / manifest).resolve()) for manifest in config["data"][split]]
                                            for split in ("train", "dev")}}
-    # One epoch needs no time budget, and the first version knows no training.max_minutes.
-    config["training"] = {**{key: value for key, value in config.get("training", {}).items() if key != "max_minutes"},
-                          "epochs": 1, "precision": "fp32"}
+    config["training"] = {**{key: value for key, value in config.get("training", {}).items()
+                             if key not in LATER_TRAINING_KEYS}, "epochs": 1, "precision": "fp32"}
     return config
 
 
