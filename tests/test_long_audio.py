@@ -161,11 +161,12 @@ def test_joined_recording_is_transcribed_as_well_as_its_utterances_one_by_one(re
     pairs = [(whole.words[block.a + k], alone[block.b + k]) for block in matcher.get_matching_blocks()
              for k in range(block.size)]
     assert len(pairs) >= 0.9 * len(alone), (len(pairs), len(alone))
-    # CTC's timing of a clip's first and last letters shifts a little with what surrounds the clip;
-    # a word placed at the wrong offset would be seconds off.
+    # CTC's timing of a clip's first and last letters shifts with what surrounds the clip: a clip cut at a
+    # pause can have its last letter's spike held to the cut (0.75 s late for one spelled letter with the
+    # bundled model). A word placed at the wrong offset would be off by a clip's length and the gap, over 1 s.
     shifts = np.array([[word.start - by_itself.start - offset, word.end - by_itself.end - offset]
                        for word, (by_itself, offset) in pairs])
-    assert np.abs(shifts).max() < 0.5
+    assert np.abs(shifts).max() < 1.0
     assert np.median(np.abs(shifts)) <= 0.02
 
 
