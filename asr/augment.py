@@ -83,13 +83,18 @@ def to_narrowband(samples: np.ndarray, rate: int = 8000) -> np.ndarray:
     return soxr.resample(soxr.resample(samples, SAMPLE_RATE, rate), rate, SAMPLE_RATE)[:len(samples)].astype(np.float32)
 
 
+def mean_power(samples: np.ndarray) -> float:
+    """Mean square of ``samples`` in float64 (0 for none)."""
+    return float(np.mean(samples.astype(np.float64) ** 2)) if len(samples) else 0.0
+
+
 def coloured_noise(length: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Unit-power Gaussian noise whose power falls as 1/f**exponent: 0 is white, 1 pink, 2 brown (a rumble)."""
     spectrum = np.fft.rfft(rng.standard_normal(length))
     frequencies = np.fft.rfftfreq(length, 1 / SAMPLE_RATE)
     spectrum *= np.maximum(frequencies, 20.0) ** (-exponent / 2)  # held flat below 20 Hz, where no mic hears
     noise = np.fft.irfft(spectrum, length)
-    power = float(np.mean(noise ** 2)) if length else 0.0
+    power = mean_power(noise)
     return noise / np.sqrt(power) if power > 0 else noise
 
 
@@ -97,8 +102,8 @@ def pad_with_room_tone(samples: np.ndarray, before: int, after: int, snr_db: flo
                        rng: np.random.Generator) -> np.ndarray:
     """``samples`` with ``before`` and ``after`` samples added at its ends, and coloured noise ``snr_db``
     below the speech's power under all of it, as a recording has a noise floor before, during and after a word."""
-    speech_power = float(np.mean(samples.astype(np.float64) ** 2)) if len(samples) else 0.0
-    floor = coloured_noise(before + len(samples) + after, exponent, rng) * np.sqrt(speech_power / 10 ** (snr_db / 10))
+    gain = np.sqrt(mean_power(samples) / 10 ** (snr_db / 10))
+    floor = coloured_noise(before + len(samples) + after, exponent, rng) * gain
     floor[before:before + len(samples)] += samples
     return floor.astype(np.float32)
 
@@ -109,8 +114,7 @@ def add_noise(samples: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.ran
         return samples
     start = int(rng.integers(len(noise)))
     stretch = np.resize(np.roll(noise, -start), len(samples))
-    signal_power = float(np.mean(samples.astype(np.float64) ** 2))
-    noise_power = float(np.mean(stretch.astype(np.float64) ** 2))
+    signal_power, noise_power = mean_power(samples), mean_power(stretch)
     if signal_power == 0 or noise_power == 0:
         return samples
     gain = np.sqrt(signal_power / (noise_power * 10 ** (snr_db / 10)))
