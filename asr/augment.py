@@ -1,4 +1,5 @@
-"""Waveform augmentation for training: speed perturbation, room-tone padding, telephone band and additive noise.
+"""Waveform augmentation for training: silence trimming, speed perturbation, room-tone padding, telephone band
+and additive noise.
 
 All run in the data loader's workers, on the waveform, before features (SpecAugment,
 the other half of augmentation, lives in the front end). Each utterance's draw depends
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import librosa
 import numpy as np
 import soxr
 
@@ -22,6 +24,11 @@ NOISE_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph"}
 
 @dataclass
 class AugmentConfig:
+    # Share of utterances cut to their speech, the quiet before and after it (trim_top_db under the peak) removed,
+    # as FSDD's recordings are cut: the model then knows its many wideband speakers in that condition too, and
+    # the tight cut no longer tells it which corpus, and so which few speakers, it is hearing.
+    trim_probability: float = 0.0
+    trim_top_db: float = 30.0
     # Kaldi's recipe: each utterance resampled at one of these speeds (tempo and pitch move together).
     speeds: list[float] = field(default_factory=lambda: [1.0])
     # Share of utterances low-passed to the telephone band (resampled to 8 kHz and back): a model trained on
@@ -40,9 +47,11 @@ class AugmentConfig:
     def problems(self) -> Iterator[tuple[str, str]]:
         if not self.speeds or any(not 0.5 <= s <= 2.0 for s in self.speeds):
             yield "speeds", f"must be a non-empty list of factors between 0.5 and 2, not {self.speeds}"
-        for key in ("narrowband_probability", "pad_probability", "noise_probability"):
+        for key in ("trim_probability", "narrowband_probability", "pad_probability", "noise_probability"):
             if not 0 <= getattr(self, key) <= 1:
                 yield key, f"must be in [0, 1], not {getattr(self, key)}"
+        if not self.trim_top_db > 0:
+            yield "trim_top_db", f"must be a positive number of decibels, not {self.trim_top_db}"
         if not 0 <= self.pad_seconds <= 10:
             yield "pad_seconds", f"must be between 0 and 10 seconds, not {self.pad_seconds}"
         for key in ("pad_snr_db", "snr_db"):
@@ -69,6 +78,13 @@ class AugmentConfig:
 
 def noise_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in NOISE_SUFFIXES and p.is_file())
+
+
+def trim_silence(samples: np.ndarray, top_db: float) -> np.ndarray:
+    """``samples`` without the stretches at either end quieter than ``top_db`` under their loudest frame
+    (all of them if nothing is that loud)."""
+    trimmed, _ = librosa.effects.trim(samples, top_db=top_db)
+    return trimmed if len(trimmed) else samples
 
 
 def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
@@ -133,11 +149,13 @@ class Augmentation:
     @property
     def active(self) -> bool:
         config = self.config
-        return (config.speeds != [1.0] or config.pad_probability > 0 or config.narrowband_probability > 0
+        return (config.speeds != [1.0] or config.trim_probability > 0 or config.pad_probability > 0 or config.narrowband_probability > 0
                 or bool(self.noise_paths))
 
     def __call__(self, samples: np.ndarray, epoch: int, index: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch, index])
+        if rng.random() < self.config.trim_probability:
+            samples = trim_silence(samples, self.config.trim_top_db)
         samples = change_speed(samples, float(rng.choice(self.config.speeds)))
         if rng.random() < self.config.pad_probability:
             before, after = rng.integers(0, round(self.config.pad_seconds * SAMPLE_RATE) + 1, size=2)

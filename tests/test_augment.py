@@ -1,4 +1,4 @@
-"""Waveform augmentation on a real clip: speed perturbation, room-tone padding, noise at a chosen SNR,
+"""Waveform augmentation on a real clip: silence trimming, speed perturbation, room-tone padding, noise at a chosen SNR,
 reproducible draws."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import soundfile
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.augment import (AugmentConfig, Augmentation, add_noise, change_speed, coloured_noise, pad_with_room_tone,
-                         to_narrowband)
+from asr.augment import (AugmentConfig, Augmentation, add_noise, change_speed, coloured_noise, mean_power,
+                         pad_with_room_tone, to_narrowband, trim_silence)
 from asr.config import ConfigError, from_dict
 from conftest import SAMPLES
 
@@ -53,6 +53,29 @@ def test_narrowband_probability_is_the_share_of_utterances_band_limited():
     limited = [band_energy(augmentation(speech, 1, index), 4200, 8000) < 1e-4 * band_energy(speech, 4200, 8000)
                for index in range(40)]
     assert 10 <= sum(limited) <= 30
+
+
+def quiet_ends(speech: np.ndarray, seconds: float) -> np.ndarray:
+    """``speech`` with ``seconds`` of noise 50 dB under its peak before and after it."""
+    ends = np.random.default_rng(0).normal(size=(2, int(seconds * SAMPLE_RATE))) * np.abs(speech).max() * 10 ** -2.5
+    return np.concatenate([ends[0], speech, ends[1]]).astype(np.float32)
+
+
+def test_trimming_cuts_the_quiet_ends_and_keeps_the_speech():
+    speech = load_audio(CLIP)
+    padded = quiet_ends(speech, 0.8)
+    trimmed = trim_silence(padded, top_db=30)
+    assert len(speech) - 0.15 * SAMPLE_RATE <= len(trimmed) <= len(speech) + 0.15 * SAMPLE_RATE  # librosa's 32 ms hops
+    assert mean_power(trimmed) == pytest.approx(mean_power(speech), rel=0.2)
+    assert len(trim_silence(np.zeros(SAMPLE_RATE, np.float32), top_db=30)) == SAMPLE_RATE  # nothing loud: all kept
+
+
+def test_trim_probability_is_the_share_of_utterances_trimmed():
+    padded = quiet_ends(load_audio(CLIP)[:SAMPLE_RATE], 0.5)
+    augmentation = Augmentation(AugmentConfig(trim_probability=0.5), seed=0)
+    assert augmentation.active
+    trimmed = [len(augmentation(padded, 1, index)) < len(padded) - 0.5 * SAMPLE_RATE for index in range(40)]
+    assert 10 <= sum(trimmed) <= 30
 
 
 def test_speed_one_returns_the_clip_untouched():
@@ -141,6 +164,8 @@ def test_draws_depend_only_on_seed_epoch_and_index(noise_dir):
     ({"narrowband_probability": -0.1}, "augment.narrowband_probability"),
     ({"snr_db": [20, 5]}, "augment.snr_db"),
     ({"pad_probability": 2}, "augment.pad_probability"),
+    ({"trim_probability": 1.5}, "augment.trim_probability"),
+    ({"trim_top_db": 0}, "augment.trim_top_db"),
     ({"pad_seconds": -1}, "augment.pad_seconds"),
     ({"pad_snr_db": [30]}, "augment.pad_snr_db"),
     ({"noise_dir": "/no/such/folder"}, "augment.noise_dir"),
