@@ -149,8 +149,8 @@ class Augmentation:
     @property
     def active(self) -> bool:
         config = self.config
-        return (config.speeds != [1.0] or config.trim_probability > 0 or config.pad_probability > 0 or config.narrowband_probability > 0
-                or bool(self.noise_paths))
+        return (config.speeds != [1.0] or config.trim_probability > 0 or config.pad_probability > 0
+                or config.narrowband_probability > 0 or bool(self.noise_paths))
 
     def __call__(self, samples: np.ndarray, epoch: int, index: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch, index])
