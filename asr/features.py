@@ -16,6 +16,9 @@ from torch import nn
 from asr.audio import SAMPLE_RATE
 
 
+NORMALIZATIONS = ("per_feature", "all_features")
+
+
 @dataclass
 class FeatureConfig:
     sample_rate: int = SAMPLE_RATE
@@ -23,6 +26,10 @@ class FeatureConfig:
     window_ms: float = 25.0
     hop_ms: float = 10.0
     n_fft: int = 512
+    # Per-utterance normalisation: "per_feature" gives each mel bin zero mean and unit variance over
+    # the utterance; "all_features" one mean and variance over all its bins and frames, which removes
+    # the gain but keeps the spectral shape, the only cue left in a word cut to its speech.
+    normalize: str = "per_feature"
     # SpecAugment (Park et al., 2019), applied in training only.
     freq_masks: int = 2
     freq_mask_width: int = 27
@@ -35,6 +42,8 @@ class FeatureConfig:
         for key in ("sample_rate", "n_mels", "window_ms", "hop_ms", "n_fft"):
             if getattr(self, key) <= 0:
                 yield key, f"must be positive, not {getattr(self, key)}"
+        if self.normalize not in NORMALIZATIONS:
+            yield "normalize", f"must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}"
         if self.win_length > self.n_fft:
             yield "window_ms", f"gives a window of {self.win_length} samples, longer than n_fft ({self.n_fft})"
         for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
@@ -100,7 +109,7 @@ class LogMelFrontend(nn.Module):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         frame_lengths = self.config.num_frames(lengths)
         features = torch.log(self.mel_power(waveforms, lengths) + 1e-6)  # (batch, n_mels, frames)
-        features = normalize_per_utterance(features, frame_lengths)
+        features = normalize_per_utterance(features, frame_lengths, self.config.normalize == "per_feature")
         if self.training:
             features = self.spec_augment(features, frame_lengths)
         return features.transpose(1, 2).contiguous(), frame_lengths
@@ -121,10 +130,11 @@ class LogMelFrontend(nn.Module):
         return features.masked_fill(freq[:, :, None] | time[:, None, :], 0.0)
 
 
-def normalize_per_utterance(features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per mel bin over each utterance's own frames; padding is zero."""
+def normalize_per_utterance(features: torch.Tensor, frame_lengths: torch.Tensor, per_feature: bool = True) -> torch.Tensor:
+    """Zero mean, unit variance over each utterance's own frames, per mel bin or over all bins; padding is zero."""
     valid = (torch.arange(features.shape[-1], device=features.device) < frame_lengths[:, None]).unsqueeze(1)
-    count = frame_lengths.clamp(min=1).to(features.dtype)[:, None, None]
-    mean = (features * valid).sum(-1, keepdim=True) / count
-    variance = (((features - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+    dims = -1 if per_feature else (-2, -1)
+    count = frame_lengths.clamp(min=1).to(features.dtype)[:, None, None] * (1 if per_feature else features.shape[1])
+    mean = (features * valid).sum(dims, keepdim=True) / count
+    variance = (((features - mean) * valid) ** 2).sum(dims, keepdim=True) / count
     return (features - mean) / (variance.sqrt() + 1e-5) * valid

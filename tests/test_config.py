@@ -130,6 +130,7 @@ def test_values_no_training_can_use_are_rejected_when_read(tmp_path):
         "training.learning_rate": "training:\n  learning_rate: -0.001\n",  # AdamW raises ValueError
         "features.hop_ms": "features:\n  hop_ms: 0\n",  # ZeroDivisionError
         "features.n_mels": "features:\n  n_mels: 0\n",
+        "features.normalize": "features:\n  normalize: per_bin\n",
         "data.num_workers": "data:\n  train: [train.jsonl]\n  num_workers: -1\n",  # DataLoader raises ValueError
     }
     accepted = []

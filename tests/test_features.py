@@ -125,6 +125,32 @@ def test_normalize_per_utterance_directly():
     assert torch.equal(normalize_per_utterance(changed, torch.tensor([10, 4])), out)
 
 
+def test_normalizing_over_all_features_keeps_the_spectral_shape():
+    """One mean and variance per utterance: a gain (an offset in log power) is removed, while the
+    differences between bins, all a word cut to its speech has to tell it from another, stay."""
+    features = torch.randn(2, 3, 10) * 5 + 7
+    out = normalize_per_utterance(features, torch.tensor([10, 4]), per_feature=False)
+    valid = out[1, :, :4]
+    torch.testing.assert_close(valid.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(valid.std(unbiased=False), torch.tensor(1.0), atol=1e-4, rtol=0)
+    assert (out[1, :, 4:] == 0).all()
+    louder = features + 3.0
+    torch.testing.assert_close(normalize_per_utterance(louder, torch.tensor([10, 4]), per_feature=False), out)
+    scale = features[1, :, :4].std(unbiased=False)
+    torch.testing.assert_close(valid[0] - valid[2], (features[1, 0, :4] - features[1, 2, :4]) / scale,
+                               atol=1e-4, rtol=1e-4)
+    per_bin = normalize_per_utterance(features, torch.tensor([10, 4]))
+    assert not torch.allclose(per_bin, out, atol=1e-2), "per-bin normalisation would have given the same"
+
+
+def test_frontend_normalizes_as_configured(speech):
+    waveforms, lengths = batch_of(speech)
+    features, frame_lengths = frontend(normalize="all_features").eval()(waveforms, lengths)
+    torch.testing.assert_close(features[0].mean(), torch.tensor(0.0), atol=1e-4, rtol=0)
+    bin_means = features[0].mean(dim=0)
+    assert bin_means.abs().max() > 0.3, "every bin was centred: the configured normalisation was not used"
+
+
 def test_padded_batch_gives_each_utterance_its_own_features(speech, digit):
     """The front end's output for an utterance must not depend on what it is batched with.
 
