@@ -177,11 +177,18 @@ def lm_build(
     texts: Annotated[list[Path], typer.Argument(help="Plain-text files (a sentence a line) or manifests (.jsonl).")],
     out: Annotated[Path, typer.Option(help="Where to write the ARPA model.")],
     order: Annotated[int, typer.Option(help="N-gram order (2 to 5).")] = 3,
+    spell: Annotated[Optional[list[Path]], typer.Option(
+        help="A word list (words on each line) added spelled out letter by letter, \"smith\" as \"s m i t h\", "
+             "for speech that spells words; repeatable.")] = None,
 ) -> None:
     """Estimate a Kneser-Ney n-gram LM, normalising text exactly as transcripts are."""
-    from asr.lm import build_lm, corpus_lines
+    from itertools import chain
 
-    used = build_lm(corpus_lines(texts), order, out, source=", ".join(map(str, texts)))
+    from asr.lm import build_lm, corpus_lines, spelled_lines
+
+    spell = spell or []
+    used = build_lm(chain(corpus_lines(texts), spelled_lines(spell)), order, out,
+                    source=", ".join(map(str, [*texts, *spell])))
     typer.echo(f"{out}: {order}-gram model from {used} sentences")
 
 

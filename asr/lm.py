@@ -35,6 +35,17 @@ def corpus_lines(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
     return _lines(paths)
 
 
+def spelled_lines(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """Each word of plain-text word lists as a sentence of its letters ("smith" -> "s m i t h").
+
+    Speakers who spell names letter by letter (AN4's census answers) say each letter as a
+    word; a word LM trained on spelled names and words learns which letter sequences make
+    them up. Words with anything but letters (apostrophes) are left out: nobody spells those.
+    """
+    lines = corpus_lines(paths)
+    return (" ".join(word) for line in lines for word in normalize_text(line).split() if word.isalpha())
+
+
 def _lines(paths: list[Path]) -> Iterator[str]:
     for path in paths:
         if path.suffix in (".jsonl", ".json"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from itertools import chain
 
 import kenlm
 import pytest
@@ -12,7 +13,7 @@ from asr.checkpoint import model_state, save_checkpoint
 from asr.data import Utterance, write_manifest
 from asr.errors import AsrError
 from asr.features import FeatureConfig
-from asr.lm import KENLM_BINARY_MAGIC, LanguageModelError, build_lm, check_lm, corpus_lines
+from asr.lm import KENLM_BINARY_MAGIC, LanguageModelError, build_lm, check_lm, corpus_lines, spelled_lines
 from asr.model import AcousticModel, ModelConfig
 from asr.text import Vocabulary
 from conftest import SAMPLES, assert_one_line_error, run_cli
@@ -157,6 +158,31 @@ def test_corpus_lines_of_a_missing_manifest_names_it(tmp_path):
         list(corpus_lines([tmp_path / "missing.jsonl"]))
 
 
+def test_spelled_lines_spell_each_word_of_a_word_list(tmp_path):
+    words = tmp_path / "names.txt"
+    words.write_text("Smith\nMcKee jones\nO'Brien\n\nAl\n", encoding="utf-8")
+    assert list(spelled_lines([words])) == ["s m i t h", "m c k e e", "j o n e s", "a l"]
+    with pytest.raises(LanguageModelError, match="missing.txt: no such text file"):
+        spelled_lines([tmp_path / "missing.txt"])  # checked before the first word is read
+
+
+def test_spelled_words_teach_the_lm_their_letter_sequences(tmp_path):
+    """A spelled name the transcripts never contain becomes likelier than its E-set confusion once the
+    LM has seen similar names spelled ("williams" as heard "t i l l i a n s" by an acoustic model)."""
+    transcripts = tmp_path / "transcripts.txt"
+    transcripts.write_text("enter five\nj o h n\nrubout two\n" + " ".join("abcdefghijklmnopqrstuvwxyz") + "\n",
+                           encoding="utf-8")
+    names = tmp_path / "names.txt"
+    names.write_text("williams\nwilliamson\nwilkins\nadams\nwilliam\n", encoding="utf-8")
+    plain, spelled = tmp_path / "plain.arpa", tmp_path / "spelled.arpa"
+    build_lm(corpus_lines([transcripts]), 5, plain, progress=False)
+    build_lm(chain(corpus_lines([transcripts]), spelled_lines([names])), 5, spelled, progress=False)
+    plain_lm, spelled_lm = kenlm.Model(str(plain)), kenlm.Model(str(spelled))
+    assert abs(plain_lm.score("w i l l i a m s") - plain_lm.score("t i l l i a n s")) < 1
+    assert spelled_lm.score("w i l l i a m s") > spelled_lm.score("t i l l i a n s") + 2  # log10: 100 times likelier
+    assert unigrams(spelled) == {"enter", "five", "rubout", "two", *"abcdefghijklmnopqrstuvwxyz"}
+
+
 # ---------------------------------------------------------------- check_lm
 
 
@@ -238,6 +264,21 @@ def test_cli_lm_build(tmp_path):
     assert "Traceback" not in result.stderr
     assert kenlm.Model(str(out)).order == 3
     assert unigrams(out) == USED_WORDS | {"yes", "please"}
+
+
+def test_cli_lm_build_with_spelled_word_lists(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("enter five\n", encoding="utf-8")
+    names = tmp_path / "names.txt"
+    names.write_text("Ann\nBob\n", encoding="utf-8")
+    out = tmp_path / "lm.arpa"
+    result = run_cli("lm", "build", corpus, "--spell", names, "--spell", names, "--order", "2", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{out}: 2-gram model from 5 sentences\n"
+    assert unigrams(out) == {"enter", "five", "a", "n", "b", "o"}
+    missing = tmp_path / "missing.txt"
+    assert_one_line_error(run_cli("lm", "build", corpus, "--spell", missing, "--out", tmp_path / "x.arpa"), missing)
+    assert not (tmp_path / "x.arpa").exists()
 
 
 def test_cli_lm_build_of_an_empty_corpus(tmp_path):
