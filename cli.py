@@ -273,6 +273,23 @@ def prepare(
     typer.echo(f"{out}: {summarize(counts.items())}")
 
 
+@app.command("cut-words")
+def cut_words(
+    manifests: Annotated[list[Path], typer.Argument(help="Manifests of connected speech with its transcripts.")],
+    out: Annotated[Path, typer.Option(help="Folder for the clips (audio/) and their manifest (words.jsonl).")],
+    word: Annotated[Optional[list[str]], typer.Option(
+        "--word", help="Cut only this word; repeatable. Every word if omitted.")] = None,
+    model: ModelOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Cut each word of the manifests' utterances into a clip of its own, where the model aligns it."""
+    from asr.checkpoint import load_model
+    from asr.words import cut_words as cut
+
+    count = cut(load_model(model, device), manifests, out, set(word) if word else None, progress=True)
+    typer.echo(f"{out / 'words.jsonl'}: {count} clips")
+
+
 def main() -> None:
     """Run the app, turning the package's input errors into one line and exit status 2."""
     # Typer 0.29 vendors Click; its usage errors are raised to us only outside standalone mode.
