@@ -275,8 +275,15 @@ class Decoder:
         pool = self._workers() if len(log_probs) > 1 else None
         if pool is None:
             return [self._search(array, timings) for array in log_probs]
-        return pool.map(functools.partial(_search_in_worker, timings=timings), log_probs,
-                        chunksize=max(1, len(log_probs) // (4 * self._worker_count)))
+        # Longest first in small chunks, so that no worker is left alone with a run of long
+        # utterances at the end (a manifest often lists its long utterances together).
+        order = sorted(range(len(log_probs)), key=lambda i: len(log_probs[i]), reverse=True)
+        found = pool.map(functools.partial(_search_in_worker, timings=timings), [log_probs[i] for i in order],
+                         chunksize=max(1, len(log_probs) // (16 * self._worker_count)))
+        results: list[tuple[str, list]] = [("", [])] * len(log_probs)
+        for index, result in zip(order, found):
+            results[index] = result
+        return results
 
     def _search(self, log_probs: np.ndarray, timings: bool) -> tuple[str, list[tuple[str, int, int]]]:
         """One utterance's best transcript, searched over its frames less the runs of sure blanks,
