@@ -20,6 +20,7 @@ from asr.audio import SAMPLE_RATE, load_audio
 from asr.errors import AsrError
 
 NOISE_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph"}
+FSDD_TRIM_TOP_DB = 30.0  # how far under its peak FSDD's recordings are cut to their speech
 
 
 @dataclass
@@ -28,7 +29,7 @@ class AugmentConfig:
     # as FSDD's recordings are cut: the model then knows its many wideband speakers in that condition too, and
     # the tight cut no longer tells it which corpus, and so which few speakers, it is hearing.
     trim_probability: float = 0.0
-    trim_top_db: float = 30.0
+    trim_top_db: float = FSDD_TRIM_TOP_DB
     # Kaldi's recipe: each utterance resampled at one of these speeds (tempo and pitch move together).
     speeds: list[float] = field(default_factory=lambda: [1.0])
     # Share of utterances low-passed to the telephone band (resampled to 8 kHz and back): a model trained on

@@ -19,14 +19,12 @@ import soundfile
 from tqdm import tqdm
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.augment import trim_silence
+from asr.augment import FSDD_TRIM_TOP_DB, trim_silence
 from asr.checkpoint import Recognizer
 from asr.data import SpeechDataset, Utterance, quiet_unless, read_manifest, write_manifest
 from asr.decoding import aligned_spans
 from asr.evaluate import dataset_log_probs
 from asr.text import normalize_text
-
-TRIM_TOP_DB = 30.0  # FSDD's own cut, as augment.trim_top_db
 
 
 def word_boundaries(spans: Sequence[tuple[str, int, int]], frames: int) -> list[tuple[str, int, int]]:
@@ -58,7 +56,8 @@ def cut_words(recognizer: Recognizer, manifests: Sequence[str | os.PathLike], ou
         for number, (word, start, end) in enumerate(word_boundaries(spans, len(frames))):
             if words is not None and word not in words:
                 continue
-            clip = trim_silence(audio[round(start * samples_per_frame):round(end * samples_per_frame)], TRIM_TOP_DB)
+            word_audio = audio[round(start * samples_per_frame):round(end * samples_per_frame)]
+            clip = trim_silence(word_audio, FSDD_TRIM_TOP_DB)
             if not clip.any():
                 continue
             path = out / "audio" / f"{Path(utterance.audio_filepath).stem}-{number}-{word}.flac"
