@@ -280,10 +280,7 @@ class Decoder:
         order = sorted(range(len(log_probs)), key=lambda i: len(log_probs[i]), reverse=True)
         found = pool.map(functools.partial(_search_in_worker, timings=timings), [log_probs[i] for i in order],
                          chunksize=max(1, len(log_probs) // (16 * self._worker_count)))
-        results: list[tuple[str, list]] = [("", [])] * len(log_probs)
-        for index, result in zip(order, found):
-            results[index] = result
-        return results
+        return [result for _, result in sorted(zip(order, found), key=lambda pair: pair[0])]  # back in input order
 
     def _search(self, log_probs: np.ndarray, timings: bool) -> tuple[str, list[tuple[str, int, int]]]:
         """One utterance's best transcript, searched over its frames less the runs of sure blanks,
