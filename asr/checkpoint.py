@@ -49,6 +49,20 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     publish(temporary.name, path)
 
 
+def load_failure(error: Exception) -> str:
+    """The first sentence of ``torch.load``'s error that says what is wrong with the file.
+
+    A file that is not a PyTorch zip archive, or a pickle of more than tensors and plain data,
+    fails in the weights-only unpickler, whose message opens with a paragraph on PyTorch 2.6's
+    change of default; the cause follows "WeightsUnpickler error:".
+    """
+    message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch bolds parts of it
+    weights_only, _, cause = message.rpartition("WeightsUnpickler error:")
+    lines = cause.strip().splitlines()
+    sentence = lines[0].split(". ")[0].rstrip(".")[:120] if lines else type(error).__name__
+    return f"not a PyTorch file of weights: {sentence}" if weights_only else sentence
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -56,8 +70,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or foreign file
-        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines()[0][:120]  # torch bolds parts of it
-        raise CheckpointError(f"{path}: not an asr checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not an asr checkpoint ({load_failure(error)})") from None
     if not isinstance(state, dict) or not MODEL_KEYS <= state.keys():
         raise CheckpointError(f"{path}: not an asr checkpoint (missing model, config or vocabulary)")
     return state

@@ -56,7 +56,7 @@ def _parse_line(line: str, where: str, folder: Path) -> Utterance:
         entry = json.loads(line)
         audio, duration, text = entry["audio_filepath"], float(entry["duration"]), entry["text"]
     except json.JSONDecodeError as error:
-        raise ManifestError(f"{where}: not a JSON object ({error.msg})") from None
+        raise ManifestError(f"{where}: not a JSON object ({error.msg} column {error.colno})") from None
     except (KeyError, TypeError) as error:
         raise ManifestError(f"{where}: needs audio_filepath, duration and text ({error!s})") from None
     except ValueError:
