@@ -176,7 +176,7 @@ def parse_floats(text: str, option: str) -> list[float]:
 def lm_build(
     texts: Annotated[list[Path], typer.Argument(help="Plain-text files (a sentence a line) or manifests (.jsonl).")],
     out: Annotated[Path, typer.Option(help="Where to write the ARPA model.")],
-    order: Annotated[int, typer.Option(help="N-gram order (2 to 5).")] = 3,
+    order: Annotated[int, typer.Option(help="N-gram order (2 to 6).")] = 3,
     spell: Annotated[Optional[list[Path]], typer.Option(
         help="A word list (words on each line) added spelled out letter by letter, \"smith\" as \"s m i t h\", "
              "for speech that spells words; repeatable.")] = None,

@@ -17,6 +17,7 @@ from asr.text import TextError, Vocabulary, normalize_text
 
 ARPA_HEADER = "\\data\\"
 KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"
+MAX_ORDER = 6  # the highest order KenLM as built from PyPI loads (its KENLM_MAX_ORDER)
 
 
 class LanguageModelError(AsrError):
@@ -65,8 +66,8 @@ def build_lm(sentences: Iterable[str], order: int, out: str | os.PathLike, vocab
     Sentences with characters the acoustic model cannot emit are skipped, since no
     hypothesis could ever contain their words. Returns the number of sentences used.
     """
-    if not 2 <= order <= 5:  # KenLM loads no unigram-only model
-        raise LanguageModelError(f"n-gram order must be 2 to 5, not {order}")
+    if not 2 <= order <= MAX_ORDER:  # KenLM loads no unigram-only model
+        raise LanguageModelError(f"n-gram order must be 2 to {MAX_ORDER}, not {order}")
     vocabulary = vocabulary or Vocabulary()
     counts = NgramCounts(order)
     used = 0
