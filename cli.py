@@ -180,6 +180,9 @@ def lm_build(
     spell: Annotated[Optional[list[Path]], typer.Option(
         help="A word list (words on each line) added spelled out letter by letter, \"smith\" as \"s m i t h\", "
              "for speech that spells words; repeatable.")] = None,
+    text_weight: Annotated[int, typer.Option(
+        min=1, help="Count the TEXTS' sentences this many times (the --spell lists once), to weigh "
+                    "in-domain transcripts above the word lists.")] = 1,
 ) -> None:
     """Estimate a Kneser-Ney n-gram LM, normalising text exactly as transcripts are."""
     from itertools import chain
@@ -187,7 +190,7 @@ def lm_build(
     from asr.lm import build_lm, corpus_lines, spelled_lines
 
     spell = spell or []
-    used = build_lm(chain(corpus_lines(texts), spelled_lines(spell)), order, out,
+    used = build_lm(chain(corpus_lines(texts, text_weight), spelled_lines(spell)), order, out,
                     source=", ".join(map(str, [*texts, *spell])))
     typer.echo(f"{out}: {order}-gram model from {used} sentences")
 

@@ -24,16 +24,19 @@ class LanguageModelError(AsrError):
     pass
 
 
-def corpus_lines(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
-    """Sentences of plain-text files (one per line) and of manifests' transcripts (``.jsonl``/``.json``).
+def corpus_lines(paths: Iterable[str | os.PathLike], times: int = 1) -> Iterator[str]:
+    """Sentences of plain-text files (one per line) and of manifests' transcripts (``.jsonl``/``.json``),
+    all of them ``times`` over.
 
     Every file is checked before the first line is read, so a missing one fails at once.
+    Counting in-domain transcripts several times weighs them above other text (spelled word
+    lists) in the n-gram counts, as interpolating an LM of each would.
     """
     paths = [Path(path) for path in paths]
     for path in paths:
         if not path.is_file():
             raise LanguageModelError(f"{path}: no such text file")
-    return _lines(paths)
+    return _lines(paths * times)
 
 
 def spelled_lines(paths: Iterable[str | os.PathLike]) -> Iterator[str]:

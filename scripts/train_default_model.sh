@@ -15,9 +15,9 @@ asr cut-words $data/an4/train.jsonl --out $data/an4-digits/train \
 # `asr train` names the checkpoint to ship: best.pt, or average.pt when the average of the best epochs scores lower.
 model=$(asr train --config configs/default.yaml --out runs/default | sed -n 's/^best checkpoint: //p')
 asr export "$model" data/model.pt
-# A 5-gram LM of the training transcripts and of census names and English words spelled letter by letter
-# (data/lm/README.md), its weights tuned on the dev speakers.
-asr lm build $data/an4/train.jsonl $data/fsdd-all/train.jsonl \
+# A 5-gram LM of the training transcripts (counted five times, to weigh them above the word lists) and of
+# census names and English words spelled letter by letter (data/lm/README.md), its weights tuned on the dev speakers.
+asr lm build $data/an4/train.jsonl $data/fsdd-all/train.jsonl --text-weight 5 \
   --spell data/lm/census_names.txt --spell data/lm/english_words.txt --order 5 --out runs/default/lm.arpa
 asr tune-lm $data/an4/dev.jsonl --lm runs/default/lm.arpa --model data/model.pt --beam-width 100 \
   --alphas 0.1,0.25,0.4,0.5,0.75,1 --betas 0,0.5,1,2,3

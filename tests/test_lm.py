@@ -281,6 +281,27 @@ def test_cli_lm_build_with_spelled_word_lists(tmp_path):
     assert not (tmp_path / "x.arpa").exists()
 
 
+def test_cli_lm_build_text_weight_counts_the_texts_not_the_word_lists(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("enter five\nenter a b\n", encoding="utf-8")
+    names = tmp_path / "names.txt"
+    names.write_text("Bob\n", encoding="utf-8")
+    plain, weighted = tmp_path / "plain.arpa", tmp_path / "weighted.arpa"
+    assert run_cli("lm", "build", corpus, "--spell", names, "--order", "2", "--out", plain).returncode == 0
+    result = run_cli("lm", "build", corpus, "--spell", names, "--order", "2", "--text-weight", "3", "--out", weighted)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{weighted}: 2-gram model from 7 sentences\n"  # 2 sentences three times, 1 spelled once
+    assert unigrams(weighted) == unigrams(plain)
+
+    def logp(path, sentence):
+        return kenlm.Model(str(path)).score(sentence, bos=True, eos=True)
+    assert logp(weighted, "enter five") > logp(plain, "enter five")  # the texts' sentences gain
+    assert logp(weighted, "b o b") < logp(plain, "b o b")  # at the spelled words' expense
+    result = run_cli("lm", "build", corpus, "--text-weight", "0", "--out", tmp_path / "x.arpa")
+    assert_one_line_error(result, "--text-weight")
+    assert not (tmp_path / "x.arpa").exists()
+
+
 def test_cli_lm_build_of_an_empty_corpus(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n2024\n")
