@@ -57,10 +57,10 @@ def load_failure(error: Exception) -> str:
     change of default; the cause follows "WeightsUnpickler error:".
     """
     message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch bolds parts of it
-    weights_only, _, cause = message.rpartition("WeightsUnpickler error:")
+    _, unpickler_failed, cause = message.rpartition("WeightsUnpickler error:")
     lines = cause.strip().splitlines()
     sentence = lines[0].split(". ")[0].rstrip(".")[:120] if lines else type(error).__name__
-    return f"not a PyTorch file of weights: {sentence}" if weights_only else sentence
+    return f"not a PyTorch file of weights: {sentence}" if unpickler_failed else sentence
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

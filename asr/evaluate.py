@@ -78,17 +78,23 @@ def evaluate_manifest(recognizer: Recognizer, manifest: str | Path, decoder: Dec
     return error_rates(references, hypotheses)
 
 
+def hypotheses_per_lm_weights(decoder: Decoder, log_probs: Sequence[np.ndarray], alphas: Sequence[float],
+                              betas: Sequence[float], progress: bool = False) -> dict[tuple[float, float], list[str]]:
+    """Every utterance's transcript at every (alpha, beta) pair, from the same acoustic model outputs."""
+    hypotheses = {}
+    grid = [(alpha, beta) for alpha in alphas for beta in betas]
+    for alpha, beta in tqdm(grid, desc="alpha, beta", leave=False, **quiet_unless(progress)):
+        decoder.set_lm_weights(alpha, beta)
+        hypotheses[alpha, beta] = [h.text for h in decoder.decode(log_probs, timings=False)]
+    return hypotheses
+
+
 def tune_lm_weights(recognizer: Recognizer, manifests: Sequence[str | Path], decoder: Decoder, alphas: Sequence[float],
                     betas: Sequence[float], progress: bool = False) -> list[tuple[float, float, ErrorRates]]:
     """WER for every (alpha, beta) pair; the acoustic model runs once and its outputs are reused."""
     _, references, log_probs = model_outputs(recognizer, manifests, progress)
-    results = []
-    grid = [(alpha, beta) for alpha in alphas for beta in betas]
-    for alpha, beta in tqdm(grid, desc="alpha, beta", leave=False, **quiet_unless(progress)):
-        decoder.set_lm_weights(alpha, beta)
-        hypotheses = [h.text for h in decoder.decode(log_probs, timings=False)]
-        results.append((alpha, beta, error_rates(references, hypotheses)))
-    return results
+    grid = hypotheses_per_lm_weights(decoder, log_probs, alphas, betas, progress)
+    return [(alpha, beta, error_rates(references, hypotheses)) for (alpha, beta), hypotheses in grid.items()]
 
 
 def format_rates(rates: ErrorRates, as_json: bool = False) -> str:

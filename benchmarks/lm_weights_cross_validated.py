@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from asr.checkpoint import DEFAULT_MODEL, load_model
-from asr.evaluate import error_rates, model_outputs
+from asr.evaluate import error_rates, hypotheses_per_lm_weights, model_outputs
 
 
 def main() -> None:
@@ -43,12 +43,11 @@ def main() -> None:
 
     greedy = errors([h.text for h in recognizer.decoder("greedy").decode(log_probs, timings=False)])
     decoder = recognizer.decoder("beam", lm=args.lm, beam_width=args.beam_width)
-    grid = [(float(a), float(b)) for a in args.alphas.split(",") for b in args.betas.split(",")]
-    errors_at: dict[tuple[float, float], list[int]] = {}
-    for alpha, beta in grid:
-        decoder.set_lm_weights(alpha, beta)
-        errors_at[alpha, beta] = errors([h.text for h in decoder.decode(log_probs, timings=False)])
+    alphas, betas = ([float(value) for value in values.split(",")] for values in (args.alphas, args.betas))
+    errors_at = {pair: errors(hypotheses)
+                 for pair, hypotheses in hypotheses_per_lm_weights(decoder, log_probs, alphas, betas).items()}
     decoder.close()
+    grid = list(errors_at)
 
     by_speaker: dict[str, list[int]] = defaultdict(list)
     for index, speaker in enumerate(speakers):
