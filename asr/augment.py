@@ -146,6 +146,10 @@ class Augmentation:
         self.seed = seed
         self.noise_paths = noise_files(config.noise_dir) if config.noise_dir else []
         self._noise_cache: dict[Path, np.ndarray] = {}
+        if config.trim_probability > 0:
+            # librosa loads its submodules on first use: loaded here, in the training process, each epoch's
+            # freshly forked loader worker inherits it, instead of spending 3 s importing it before its first batch.
+            import librosa.effects  # noqa: F401
 
     @property
     def active(self) -> bool:

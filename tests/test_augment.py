@@ -3,6 +3,9 @@ reproducible draws."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile
@@ -179,3 +182,13 @@ def test_a_noise_folder_without_audio_is_an_error(tmp_path):
     (tmp_path / "readme.txt").write_text("nothing here")
     with pytest.raises(ConfigError, match="holds no audio files"):
         from_dict(AugmentConfig, {"noise_dir": str(tmp_path)}, "config.yaml", "augment.")
+
+
+def test_trimming_training_loads_librosa_effects_before_the_loader_workers_fork():
+    """Each epoch's loader worker is forked afresh: what the training process has not imported, every worker
+    imports again before its first batch."""
+    script = ("import sys; from asr.augment import Augmentation, AugmentConfig; "
+              "assert 'librosa.effects' not in sys.modules; "
+              "Augmentation(AugmentConfig(trim_probability=0.5), seed=0); "
+              "assert 'librosa.effects' in sys.modules")
+    subprocess.run([sys.executable, "-c", script], check=True)
