@@ -6,8 +6,8 @@ the rest; ``tests/test_features.py`` holds its output against librosa's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torchaudio
@@ -30,6 +30,13 @@ class FeatureConfig:
     # the utterance; "all_features" one mean and variance over all its bins and frames, which removes
     # the gain but keeps the spectral shape, the only cue left in a word cut to its speech.
     normalize: str = "per_feature"
+    # Kaldi's online CMVN, for short utterances: with per_feature, each bin's mean and variance pool the
+    # utterance's frames with prior_frames frames of the training set's (prior_mean and prior_std, per bin,
+    # measured when training starts and kept in the model). A word of 40 frames then keeps most of the
+    # spectral shape that tells its vowel, a sentence of 400 frames still loses its recording's colouring.
+    prior_frames: float = 0.0
+    prior_mean: list[float] = field(default_factory=list)
+    prior_std: list[float] = field(default_factory=list)
     # SpecAugment (Park et al., 2019), applied in training only.
     freq_masks: int = 2
     freq_mask_width: int = 27
@@ -44,6 +51,13 @@ class FeatureConfig:
                 yield key, f"must be positive, not {getattr(self, key)}"
         if self.normalize not in NORMALIZATIONS:
             yield "normalize", f"must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}"
+        if self.prior_frames < 0:
+            yield "prior_frames", f"must be zero or more, not {self.prior_frames}"
+        if self.prior_frames > 0 and self.normalize != "per_feature":
+            yield "prior_frames", "needs normalize: per_feature"
+        for key in ("prior_mean", "prior_std"):
+            if getattr(self, key) and len(getattr(self, key)) != self.n_mels:
+                yield key, f"must hold one value per mel bin ({self.n_mels}), not {len(getattr(self, key))}"
         if self.win_length > self.n_fft:
             yield "window_ms", f"gives a window of {self.win_length} samples, longer than n_fft ({self.n_fft})"
         for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
@@ -103,16 +117,26 @@ class LogMelFrontend(nn.Module):
             hop_length=config.hop_length, n_mels=config.n_mels, power=2.0, center=False,
             norm="slaney", mel_scale="slaney",
         )
+        prior = torch.tensor([config.prior_mean, config.prior_std]) if config.prior_mean else torch.empty(0)
+        self.register_buffer("prior", prior, persistent=False)  # on the device with the module; the config keeps it
 
     @torch.autocast(device_type="cuda", enabled=False)
     @torch.autocast(device_type="cpu", enabled=False)
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frame_lengths = self.config.num_frames(lengths)
-        features = torch.log(self.mel_power(waveforms, lengths) + 1e-6)  # (batch, n_mels, frames)
-        features = normalize_per_utterance(features, frame_lengths, self.config.normalize == "per_feature")
+        features, frame_lengths = self.log_mel(waveforms, lengths)
+        prior = None
+        if self.config.prior_frames > 0:
+            if not len(self.prior):
+                raise ValueError("features.prior_frames needs prior_mean and prior_std (see prior_statistics)")
+            prior = (self.prior[0], self.prior[1], self.config.prior_frames)
+        features = normalize_per_utterance(features, frame_lengths, self.config.normalize == "per_feature", prior)
         if self.training:
             features = self.spec_augment(features, frame_lengths)
         return features.transpose(1, 2).contiguous(), frame_lengths
+
+    def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel features (batch, n_mels, frames) before normalisation, and each utterance's frame count."""
+        return torch.log(self.mel_power(waveforms, lengths) + 1e-6), self.config.num_frames(lengths)
 
     def mel_power(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mel power spectra (batch, n_mels, frames) of a centred STFT, each row centred on its own."""
@@ -130,11 +154,36 @@ class LogMelFrontend(nn.Module):
         return features.masked_fill(freq[:, :, None] | time[:, None, :], 0.0)
 
 
-def normalize_per_utterance(features: torch.Tensor, frame_lengths: torch.Tensor, per_feature: bool = True) -> torch.Tensor:
-    """Zero mean, unit variance over each utterance's own frames, per mel bin or over all bins; padding is zero."""
+def normalize_per_utterance(features: torch.Tensor, frame_lengths: torch.Tensor, per_feature: bool = True,
+                            prior: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> torch.Tensor:
+    """Zero mean, unit variance over each utterance's own frames, per mel bin or over all bins; padding is zero.
+
+    ``prior`` (per-bin mean, per-bin standard deviation, weight in frames) pools each bin's statistics with
+    that many frames of the prior's, as if they had been heard before the utterance.
+    """
     valid = (torch.arange(features.shape[-1], device=features.device) < frame_lengths[:, None]).unsqueeze(1)
     dims = -1 if per_feature else (-2, -1)
     count = frame_lengths.clamp(min=1).to(features.dtype)[:, None, None] * (1 if per_feature else features.shape[1])
-    mean = (features * valid).sum(dims, keepdim=True) / count
-    variance = (((features - mean) * valid) ** 2).sum(dims, keepdim=True) / count
+    if prior is None:
+        mean = (features * valid).sum(dims, keepdim=True) / count
+        variance = (((features - mean) * valid) ** 2).sum(dims, keepdim=True) / count
+    else:
+        prior_mean, prior_std, frames = prior[0][:, None], prior[1][:, None], prior[2]
+        mean = ((features * valid).sum(dims, keepdim=True) + frames * prior_mean) / (count + frames)
+        variance = ((((features - mean) * valid) ** 2).sum(dims, keepdim=True)
+                    + frames * (prior_std ** 2 + (prior_mean - mean) ** 2)) / (count + frames)
     return (features - mean) / (variance.sqrt() + 1e-5) * valid
+
+
+def prior_statistics(frontend: LogMelFrontend, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[float], list[float]]:
+    """Each mel bin's mean and standard deviation over all frames of (waveforms, lengths) batches."""
+    total = square = count = 0.0
+    with torch.no_grad():
+        for waveforms, lengths in batches:
+            features, frame_lengths = frontend.log_mel(waveforms, lengths)
+            valid = (torch.arange(features.shape[-1], device=features.device) < frame_lengths[:, None]).unsqueeze(1)
+            total = total + (features * valid).double().sum((0, 2))
+            square = square + (features.double() ** 2 * valid).sum((0, 2))
+            count += float(frame_lengths.sum())
+    mean = total / count
+    return mean.tolist(), (square / count - mean ** 2).clamp(min=0).sqrt().tolist()

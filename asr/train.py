@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import hashlib
@@ -33,7 +34,7 @@ from asr.config import Config, ConfigError
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.errors import AsrError
 from asr.evaluate import dataset_log_probs, error_rates
-from asr.features import FeatureConfig, LogMelFrontend
+from asr.features import FeatureConfig, LogMelFrontend, prior_statistics
 from asr.model import AcousticModel
 from asr.text import Vocabulary, normalize_text
 
@@ -86,6 +87,20 @@ def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -
     if not keep:
         raise AsrError("no training utterance is short enough and has few enough labels for its frames")
     return dataset.subset(keep), len(utterances) - len(keep)
+
+
+def with_prior_statistics(config: Config, train_set: SpeechDataset, device: torch.device) -> Config:
+    """``config`` with features.prior_mean and prior_std measured on the training audio, unaugmented."""
+    plain = copy.copy(train_set)
+    plain.augmentation = None
+    sampler = DurationBatchSampler([u.duration for u in plain.utterances], config.data.batch_seconds,
+                                   seed=config.training.seed)
+    loader = DataLoader(plain, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers)
+    mean, std = prior_statistics(LogMelFrontend(config.features).to(device),
+                                 ((batch.waveforms.to(device), batch.lengths.to(device)) for batch in loader))
+    log.info("features.prior_frames %g: each mel bin's mean and deviation measured on the training audio",
+             config.features.prior_frames)
+    return dataclasses.replace(config, features=dataclasses.replace(config.features, prior_mean=mean, prior_std=std))
 
 
 def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, final_ratio: float,
@@ -238,9 +253,11 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
     torch.manual_seed(settings.seed)  # the same initial weights on every rank
     vocabulary = Vocabulary()
 
-    frontend = LogMelFrontend(config.features).to(device)
     model = AcousticModel(config.model, config.features.n_mels, len(vocabulary)).to(device)
     train_set, dropped = training_set(config, vocabulary, model)
+    if config.features.prior_frames > 0 and not config.features.prior_mean:
+        config = with_prior_statistics(config, train_set, device)
+    frontend = LogMelFrontend(config.features).to(device)
     dev_utterances = [u for manifest in config.data.dev for u in read_manifest(manifest)]
     dev_set = SpeechDataset(dev_utterances, vocabulary, source="dev manifests") if dev_utterances else None
     if dropped and ddp.is_main:

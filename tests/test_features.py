@@ -125,6 +125,22 @@ def test_normalize_per_utterance_directly():
     assert torch.equal(normalize_per_utterance(changed, torch.tensor([10, 4])), out)
 
 
+def test_a_prior_pools_each_bins_statistics_with_that_many_frames_of_its_own():
+    """With a prior of mean m and deviation s weighing two frames, an utterance is normalised as if two frames,
+    m - s and m + s, had been heard with it; a prior of no weight changes nothing."""
+    features = torch.randn(2, 3, 10) * 5 + 7
+    lengths = torch.tensor([10, 4])
+    prior_mean, prior_std = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([0.5, 2.0, 1.0])
+    out = normalize_per_utterance(features, lengths, prior=(prior_mean, prior_std, 2.0))
+    for row, n in enumerate(lengths.tolist()):
+        pooled = torch.cat([features[row, :, :n], (prior_mean - prior_std)[:, None], (prior_mean + prior_std)[:, None]], 1)
+        mean, std = pooled.mean(-1, keepdim=True), pooled.std(-1, unbiased=False, keepdim=True)
+        torch.testing.assert_close(out[row, :, :n], (features[row, :, :n] - mean) / (std + 1e-5))
+    assert (out[1, :, 4:] == 0).all()
+    torch.testing.assert_close(normalize_per_utterance(features, lengths, prior=(prior_mean, prior_std, 0.0)),
+                               normalize_per_utterance(features, lengths))
+
+
 def test_normalizing_over_all_features_keeps_the_spectral_shape():
     """One mean and variance per utterance: a gain (an offset in log power) is removed, while the
     differences between bins, all a word cut to its speech has to tell it from another, stay."""

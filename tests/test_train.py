@@ -15,10 +15,12 @@ import pytest
 import torch
 import yaml
 
-from asr.checkpoint import load_checkpoint
+from asr.audio import load_audio
+from asr.checkpoint import load_checkpoint, load_model
 from asr.config import load_config
 from asr.data import read_manifest, write_manifest
-from asr.train import keep_best_epochs
+from asr.features import LogMelFrontend, prior_statistics
+from asr.train import keep_best_epochs, train
 from conftest import assert_one_line_error, run_cli
 
 # Eight short utterances: four AN4 words (both speakers) and four FSDD digits.
@@ -198,8 +200,6 @@ def test_resume_continues_from_the_last_epoch(trained, manifests, tmp_path):
 
 def test_resume_without_a_checkpoint_starts_afresh(manifests, tmp_path):
     """`--resume` into an empty folder should train from scratch, with a log that has its header."""
-    from asr.train import train
-
     train(load_config(two_utterance_config(manifests, tmp_path)), tmp_path / "run", resume=True, device="cpu")
     header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0]
     assert header.startswith("epoch,step,"), f"log.csv has no header: {header!r}"
@@ -218,3 +218,21 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(manifests, tmp_path, monk
     with caplog.at_level("WARNING", logger="asr.train"):
         asr.train.train(config, tmp_path / "run", device="cpu")
     assert caplog.text.count("no native bf16 instructions") == (0 if native else 1), caplog.text
+
+
+def test_prior_statistics_are_measured_on_the_training_audio_and_kept_in_the_checkpoint(manifests, tmp_path):
+    """features.prior_frames: the training set's per-bin statistics are measured before the first step, kept in the
+    checkpoint, and the model loaded from it normalises with them."""
+    config = load_config(two_utterance_config(manifests, tmp_path))
+    config.features.prior_frames = 50.0
+    train(config, tmp_path / "run", device="cpu")
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")["feature_config"]
+    utterances = read_manifest(manifests[1])[:2]
+    waveforms = [torch.from_numpy(load_audio(u.audio_filepath)) for u in utterances]
+    batches = [(waveform[None], torch.tensor([len(waveform)])) for waveform in waveforms]
+    mean, std = prior_statistics(LogMelFrontend(config.features), batches)
+    assert saved["prior_frames"] == 50.0
+    torch.testing.assert_close(torch.tensor(saved["prior_mean"]), torch.tensor(mean))
+    torch.testing.assert_close(torch.tensor(saved["prior_std"]), torch.tensor(std))
+    frontend = load_model(tmp_path / "run" / "last.pt", "cpu").frontend
+    torch.testing.assert_close(frontend.prior, torch.tensor([mean, std]))
