@@ -154,6 +154,11 @@ class LogMelFrontend(nn.Module):
         return features.masked_fill(freq[:, :, None] | time[:, None, :], 0.0)
 
 
+def valid_frames(features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, frames) mask of the frames of (batch, n_mels, frames) features inside each utterance."""
+    return (torch.arange(features.shape[-1], device=features.device) < frame_lengths[:, None]).unsqueeze(1)
+
+
 def normalize_per_utterance(features: torch.Tensor, frame_lengths: torch.Tensor, per_feature: bool = True,
                             prior: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> torch.Tensor:
     """Zero mean, unit variance over each utterance's own frames, per mel bin or over all bins; padding is zero.
@@ -161,17 +166,13 @@ def normalize_per_utterance(features: torch.Tensor, frame_lengths: torch.Tensor,
     ``prior`` (per-bin mean, per-bin standard deviation, weight in frames) pools each bin's statistics with
     that many frames of the prior's, as if they had been heard before the utterance.
     """
-    valid = (torch.arange(features.shape[-1], device=features.device) < frame_lengths[:, None]).unsqueeze(1)
+    valid = valid_frames(features, frame_lengths)
     dims = -1 if per_feature else (-2, -1)
     count = frame_lengths.clamp(min=1).to(features.dtype)[:, None, None] * (1 if per_feature else features.shape[1])
-    if prior is None:
-        mean = (features * valid).sum(dims, keepdim=True) / count
-        variance = (((features - mean) * valid) ** 2).sum(dims, keepdim=True) / count
-    else:
-        prior_mean, prior_std, frames = prior[0][:, None], prior[1][:, None], prior[2]
-        mean = ((features * valid).sum(dims, keepdim=True) + frames * prior_mean) / (count + frames)
-        variance = ((((features - mean) * valid) ** 2).sum(dims, keepdim=True)
-                    + frames * (prior_std ** 2 + (prior_mean - mean) ** 2)) / (count + frames)
+    prior_mean, prior_std, frames = (prior[0][:, None], prior[1][:, None], prior[2]) if prior else (0.0, 0.0, 0.0)
+    mean = ((features * valid).sum(dims, keepdim=True) + frames * prior_mean) / (count + frames)
+    variance = ((((features - mean) * valid) ** 2).sum(dims, keepdim=True)
+                + frames * (prior_std ** 2 + (prior_mean - mean) ** 2)) / (count + frames)
     return (features - mean) / (variance.sqrt() + 1e-5) * valid
 
 
@@ -181,7 +182,7 @@ def prior_statistics(frontend: LogMelFrontend, batches: Iterable[tuple[torch.Ten
     with torch.no_grad():
         for waveforms, lengths in batches:
             features, frame_lengths = frontend.log_mel(waveforms, lengths)
-            valid = (torch.arange(features.shape[-1], device=features.device) < frame_lengths[:, None]).unsqueeze(1)
+            valid = valid_frames(features, frame_lengths)
             total = total + (features * valid).double().sum((0, 2))
             square = square + (features.double() ** 2 * valid).sum((0, 2))
             count += float(frame_lengths.sum())
