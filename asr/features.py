@@ -17,6 +17,8 @@ from asr.audio import SAMPLE_RATE
 
 
 NORMALIZATIONS = ("per_feature", "all_features")
+EQ_POINTS = 5  # a random EQ curve's free points across the mel bins: broad tilts and humps, as channels differ
+LOG_FLOOR = 1e-6  # added to mel power before the log
 
 
 @dataclass
@@ -37,6 +39,12 @@ class FeatureConfig:
     prior_frames: float = 0.0
     prior_mean: list[float] = field(default_factory=list)
     prior_std: list[float] = field(default_factory=list)
+    # Random channel, applied in training only: each utterance's mel power scaled by a gain drawn in
+    # +-random_gain_db and a smooth EQ curve, drawn in +-random_eq_db at EQ_POINTS points evenly spread over
+    # the mel bins and linear between them, as another microphone, room and level colour a voice. With a
+    # prior (prior_frames) a short word keeps its recording's colouring, which the model must learn to ignore.
+    random_gain_db: float = 0.0
+    random_eq_db: float = 0.0
     # SpecAugment (Park et al., 2019), applied in training only.
     freq_masks: int = 2
     freq_mask_width: int = 27
@@ -60,7 +68,7 @@ class FeatureConfig:
                 yield key, f"must hold one value per mel bin ({self.n_mels}), not {len(getattr(self, key))}"
         if self.win_length > self.n_fft:
             yield "window_ms", f"gives a window of {self.win_length} samples, longer than n_fft ({self.n_fft})"
-        for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+        for key in ("random_gain_db", "random_eq_db", "freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
             if getattr(self, key) < 0:
                 yield key, f"must be zero or more, not {getattr(self, key)}"
         if not 0 <= self.time_mask_max_ratio <= 1:
@@ -123,7 +131,7 @@ class LogMelFrontend(nn.Module):
     @torch.autocast(device_type="cuda", enabled=False)
     @torch.autocast(device_type="cpu", enabled=False)
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features, frame_lengths = self.log_mel(waveforms, lengths)
+        features, frame_lengths = self.log_mel(waveforms, lengths, recolour=self.training)
         prior = None
         if self.config.prior_frames > 0:
             if not len(self.prior):
@@ -134,9 +142,22 @@ class LogMelFrontend(nn.Module):
             features = self.spec_augment(features, frame_lengths)
         return features.transpose(1, 2).contiguous(), frame_lengths
 
-    def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel features (batch, n_mels, frames) before normalisation, and each utterance's frame count."""
-        return torch.log(self.mel_power(waveforms, lengths) + 1e-6), self.config.num_frames(lengths)
+    def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor, recolour: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel features (batch, n_mels, frames) before normalisation, and each utterance's frame count;
+        ``recolour`` puts each utterance through a random channel first."""
+        power = self.mel_power(waveforms, lengths)
+        if recolour and (self.config.random_gain_db > 0 or self.config.random_eq_db > 0):
+            power = power * self.random_channel(len(power), power.device)[:, :, None]
+        return torch.log(power + LOG_FLOOR), self.config.num_frames(lengths)
+
+    def random_channel(self, batch: int, device: torch.device) -> torch.Tensor:
+        """(batch, n_mels) power gains of random channels: a gain and a smooth EQ curve per utterance."""
+        config = self.config
+        gain_db = (torch.rand(batch, 1, device=device) * 2 - 1) * config.random_gain_db
+        points_db = (torch.rand(batch, 1, EQ_POINTS, device=device) * 2 - 1) * config.random_eq_db
+        curve_db = nn.functional.interpolate(points_db, size=config.n_mels, mode="linear", align_corners=True)[:, 0]
+        return 10 ** ((gain_db + curve_db) / 10)
 
     def mel_power(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Mel power spectra (batch, n_mels, frames) of a centred STFT, each row centred on its own."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from asr.audio import load_audio
-from asr.features import FeatureConfig, LogMelFrontend, normalize_per_utterance
+from asr.features import LOG_FLOOR, FeatureConfig, LogMelFrontend, normalize_per_utterance
 from conftest import FSDD, SAMPLES
 
 
@@ -81,6 +81,29 @@ def test_train_mode_applies_masks(speech):
     # No more than 2 masks of fewer than 27 bins / 0.2 * frames frames each.
     assert zero_bins.sum(dim=1).max() <= 2 * 26
     assert zero_frames.sum(dim=1).max() <= 2 * int(0.2 * masked.shape[1])
+
+
+def test_random_channel_gives_each_utterance_a_gain_and_a_smooth_eq_curve(speech):
+    module = frontend(random_gain_db=10.0, random_eq_db=6.0, n_mels=81).train()  # EQ points on bins 0, 20, ..., 80
+    waveforms, lengths = batch_of(*[speech] * 4)
+    torch.manual_seed(0)
+    coloured, _ = module.log_mel(waveforms, lengths, recolour=True)
+    clean, _ = module.log_mel(waveforms, lengths)
+    power, coloured_power = clean.double().exp() - LOG_FLOOR, coloured.double().exp() - LOG_FLOOR
+    loud = power > 1e-5  # where the power survives the log floor's rounding
+    shift_db = 10 * torch.log10(coloured_power / power).float()
+    per_bin = torch.where(loud, shift_db, torch.nan).nanmedian(dim=2).values  # (batch, n_mels)
+    assert loud.any(dim=2).all()
+    torch.testing.assert_close(shift_db[loud], per_bin[:, :, None].expand_as(shift_db)[loud], atol=1e-3, rtol=0)
+    assert per_bin.abs().max() <= 16.0 + 1e-3
+    assert not torch.allclose(per_bin[0], per_bin[1]), "each utterance draws its own channel"
+    # Linear between the EQ points: the curve bends only at the interior points 20, 40 and 60.
+    bends = (per_bin[:, 2:] - 2 * per_bin[:, 1:-1] + per_bin[:, :-2]).abs() > 1e-3
+    assert set(torch.nonzero(bends)[:, 1].add(1).tolist()) <= {20, 40, 60}
+    # Outside training, and in the forward pass of an evaluating module, nothing is coloured.
+    plain, _ = frontend(freq_masks=0, time_masks=0, n_mels=81).eval()(waveforms, lengths)
+    evaluated, _ = frontend(random_gain_db=10.0, random_eq_db=6.0, n_mels=81).eval()(waveforms, lengths)
+    assert torch.equal(evaluated, plain)
 
 
 def test_time_masks_are_limited_by_each_utterances_own_length(speech):
