@@ -10,15 +10,15 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from asr.audio import load_audio
-from asr.augment import Augmentation
 from asr.errors import AsrError
 from asr.text import TextError, Vocabulary, normalize_text
 
@@ -101,11 +101,15 @@ def publish(temporary: str, path: Path) -> None:
     os.replace(temporary, path)
 
 
+# Changes one utterance's samples: (samples, epoch, index) -> samples, as asr.augment.Augmentation does.
+AudioAugmentation = Callable[[np.ndarray, int, int], np.ndarray]
+
+
 class SpeechDataset(Dataset):
     """Utterances as (waveform, token ids); every transcript is checked against the vocabulary up front."""
 
     def __init__(self, utterances: Sequence[Utterance], vocabulary: Vocabulary, source: str = "manifest",
-                 augmentation: Augmentation | None = None):
+                 augmentation: AudioAugmentation | None = None):
         self.utterances = list(utterances)
         self.augmentation = augmentation
         self.epoch = 0  # set before each epoch's loader is created: workers copy the dataset then

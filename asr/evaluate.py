@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.checkpoint import Recognizer
-from asr.data import (DurationBatchSampler, SpeechDataset, Utterance, collate, quiet_unless, read_manifest,
-                      write_text_atomically)
+from asr.data import (AudioAugmentation, DurationBatchSampler, SpeechDataset, Utterance, collate, quiet_unless,
+                      read_manifest, write_text_atomically)
 from asr.decoding import Decoder, split_batch
 from asr.text import normalize_text
 
@@ -58,11 +58,14 @@ def dataset_log_probs(recognizer: Recognizer, dataset: SpeechDataset, batch_seco
     return outputs
 
 
-def model_outputs(recognizer: Recognizer, manifests: Sequence[str | Path], progress: bool = False
+def model_outputs(recognizer: Recognizer, manifests: Sequence[str | Path], progress: bool = False,
+                  augmentation: AudioAugmentation | None = None
                   ) -> tuple[list[Utterance], list[str], list[np.ndarray]]:
-    """The manifests' utterances, their normalised references, and the model's log-probabilities for each."""
+    """The manifests' utterances, their normalised references, and the model's log-probabilities for each,
+    of their audio as recorded or as ``augmentation`` (samples, epoch, index) -> samples changes it."""
     utterances = [utterance for manifest in manifests for utterance in read_manifest(manifest)]
-    dataset = SpeechDataset(utterances, recognizer.vocabulary, source=", ".join(map(str, manifests)))
+    dataset = SpeechDataset(utterances, recognizer.vocabulary, source=", ".join(map(str, manifests)),
+                            augmentation=augmentation)
     return utterances, [normalize_text(u.text) for u in utterances], dataset_log_probs(recognizer, dataset, progress=progress)
 
 

@@ -13,19 +13,16 @@ shelf that raises, then lowers, everything above --shelf-hz by --shelf-db, then 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-
 import numpy as np
 import scipy.signal
 
 from asr.audio import SAMPLE_RATE
 from asr.checkpoint import DEFAULT_MODEL, load_model
-from asr.data import SpeechDataset, read_manifest
-from asr.evaluate import dataset_log_probs, error_rates
-from asr.text import normalize_text
+from asr.data import AudioAugmentation
+from asr.evaluate import error_rates, model_outputs
 
 
-def treble_shelf(gain_db: float, corner_hz: float) -> Callable[[np.ndarray, int, int], np.ndarray]:
+def treble_shelf(gain_db: float, corner_hz: float) -> AudioAugmentation:
     """A dataset augmentation that scales the clip's content above ``corner_hz`` by ``gain_db``."""
     highpass = scipy.signal.butter(2, corner_hz, "highpass", fs=SAMPLE_RATE, output="sos")
     extra = 10 ** (gain_db / 20) - 1
@@ -46,8 +43,6 @@ def main() -> None:
 
     recognizer = load_model(args.model, "cpu")
     decoder = recognizer.decoder("greedy")
-    utterances = read_manifest(args.manifest)
-    references = [normalize_text(u.text) for u in utterances]
     gain = 10 ** (args.gain_db / 20)
     channels = {
         "as recorded": None,
@@ -56,9 +51,9 @@ def main() -> None:
         f"{args.gain_db:+g} dB": lambda samples, epoch, index: samples * np.float32(gain),
     }
     for name, channel in channels.items():
-        dataset = SpeechDataset(utterances, recognizer.vocabulary, source=args.manifest, augmentation=channel)
-        hypotheses = [h.text for h in decoder.decode(dataset_log_probs(recognizer, dataset), timings=False)]
-        print(f"{name}: greedy WER {error_rates(references, hypotheses).wer:.2%} on {len(utterances)} utterances",
+        _, references, log_probs = model_outputs(recognizer, [args.manifest], augmentation=channel)
+        hypotheses = [h.text for h in decoder.decode(log_probs, timings=False)]
+        print(f"{name}: greedy WER {error_rates(references, hypotheses).wer:.2%} on {len(references)} utterances",
               flush=True)
 
 

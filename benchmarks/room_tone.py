@@ -17,9 +17,7 @@ import argparse
 
 from asr.augment import AugmentConfig, Augmentation
 from asr.checkpoint import DEFAULT_MODEL, load_model
-from asr.data import SpeechDataset, read_manifest
-from asr.evaluate import dataset_log_probs, error_rates
-from asr.text import normalize_text
+from asr.evaluate import error_rates, model_outputs
 
 
 def main() -> None:
@@ -32,14 +30,12 @@ def main() -> None:
 
     recognizer = load_model(args.model, "cpu")
     decoder = recognizer.decoder("greedy")
-    utterances = read_manifest(args.manifest)
-    references = [normalize_text(u.text) for u in utterances]
     padding = Augmentation(AugmentConfig(pad_probability=1.0, pad_seconds=args.seconds,
                                          pad_snr_db=[args.snr_db, args.snr_db]), seed=0)
     for name, augmentation in (("as they are", None), (f"padded (up to {args.seconds:g} s, {args.snr_db:g} dB)", padding)):
-        dataset = SpeechDataset(utterances, recognizer.vocabulary, source=args.manifest, augmentation=augmentation)
-        hypotheses = [h.text for h in decoder.decode(dataset_log_probs(recognizer, dataset), timings=False)]
-        print(f"{name}: greedy WER {error_rates(references, hypotheses).wer:.2%} on {len(utterances)} utterances")
+        _, references, log_probs = model_outputs(recognizer, [args.manifest], augmentation=augmentation)
+        hypotheses = [h.text for h in decoder.decode(log_probs, timings=False)]
+        print(f"{name}: greedy WER {error_rates(references, hypotheses).wer:.2%} on {len(references)} utterances")
 
 
 if __name__ == "__main__":
