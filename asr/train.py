@@ -89,8 +89,8 @@ def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -
     return dataset.subset(keep), len(utterances) - len(keep)
 
 
-def with_prior_statistics(config: Config, train_set: SpeechDataset, device: torch.device) -> Config:
-    """``config`` with features.prior_mean and prior_std measured on the training audio, unaugmented."""
+def training_prior(config: Config, train_set: SpeechDataset, device: torch.device) -> tuple[list[float], list[float]]:
+    """Each mel bin's mean and deviation on the training audio, unaugmented (features.prior_mean, prior_std)."""
     plain = copy.copy(train_set)
     plain.augmentation = None
     sampler = DurationBatchSampler([u.duration for u in plain.utterances], config.data.batch_seconds,
@@ -100,7 +100,7 @@ def with_prior_statistics(config: Config, train_set: SpeechDataset, device: torc
                                  ((batch.waveforms.to(device), batch.lengths.to(device)) for batch in loader))
     log.info("features.prior_frames %g: each mel bin's mean and deviation measured on the training audio",
              config.features.prior_frames)
-    return dataclasses.replace(config, features=dataclasses.replace(config.features, prior_mean=mean, prior_std=std))
+    return mean, std
 
 
 def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, final_ratio: float,
@@ -253,10 +253,15 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
     torch.manual_seed(settings.seed)  # the same initial weights on every rank
     vocabulary = Vocabulary()
 
+    resumed = load_checkpoint(out_dir / "last.pt") if resume and (out_dir / "last.pt").is_file() else None
     model = AcousticModel(config.model, config.features.n_mels, len(vocabulary)).to(device)
     train_set, dropped = training_set(config, vocabulary, model)
     if config.features.prior_frames > 0 and not config.features.prior_mean:
-        config = with_prior_statistics(config, train_set, device)
+        # A resumed run keeps the statistics it trained with instead of measuring them again.
+        saved = resumed["feature_config"] if resumed is not None else {}
+        mean, std = ((saved["prior_mean"], saved["prior_std"]) if saved.get("prior_mean")
+                     else training_prior(config, train_set, device))
+        config = dataclasses.replace(config, features=dataclasses.replace(config.features, prior_mean=mean, prior_std=std))
     frontend = LogMelFrontend(config.features).to(device)
     dev_utterances = [u for manifest in config.data.dev for u in read_manifest(manifest)]
     dev_set = SpeechDataset(dev_utterances, vocabulary, source="dev manifests") if dev_utterances else None
@@ -293,8 +298,8 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
     ctc_loss = torch.nn.CTCLoss(blank=vocabulary.blank, reduction="sum", zero_infinity=True)
 
     epoch, step, best_wer, stats = 1, 0, math.inf, EpochStats()
-    if resume and (out_dir / "last.pt").is_file():
-        state = load_checkpoint(out_dir / "last.pt")
+    if resumed is not None:
+        state = resumed
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

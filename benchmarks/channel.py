@@ -13,6 +13,7 @@ shelf that raises, then lowers, everything above --shelf-hz by --shelf-db, then 
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 import scipy.signal
 
