@@ -241,3 +241,19 @@ def test_prior_statistics_are_measured_on_the_training_audio_and_kept_in_the_che
     torch.testing.assert_close(torch.tensor(saved["prior_std"]), torch.tensor(std))
     frontend = load_model(tmp_path / "run" / "last.pt", "cpu").frontend
     torch.testing.assert_close(frontend.prior, torch.tensor([mean, std]))
+
+
+def test_a_resumed_run_keeps_the_prior_statistics_it_trained_with(manifests, tmp_path, caplog):
+    """Resuming takes features.prior_mean and prior_std from last.pt rather than measuring the audio again."""
+    config = load_config(two_utterance_config(manifests, tmp_path))
+    config.features.prior_frames = 50.0
+    train(config, tmp_path / "run", device="cpu")
+    first = load_checkpoint(tmp_path / "run" / "last.pt")["feature_config"]
+    config.training.epochs = 2
+    with caplog.at_level("INFO", logger="asr.train"):
+        train(config, tmp_path / "run", resume=True, device="cpu")
+    assert "measured on the training audio" not in caplog.text
+    resumed = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert resumed["epoch"] == 2
+    assert (resumed["feature_config"]["prior_mean"], resumed["feature_config"]["prior_std"]) == (
+        first["prior_mean"], first["prior_std"])
