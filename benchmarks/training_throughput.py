@@ -27,15 +27,19 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-# Training settings added after the first version, which rejects them; none changes what one epoch computes.
+# Settings added after the first version, which rejects them; none changes what one epoch's steps compute by
+# more than an elementwise pass (the prior's statistics are measured before the epoch's clock starts).
 LATER_TRAINING_KEYS = {"max_minutes", "average_best"}
+LATER_FEATURE_KEYS = {"prior_frames", "remove_level", "random_gain_db", "random_eq_db"}
 
 
 def epoch_config(path: Path) -> dict:
-    """The config at ``path`` for a one-epoch fp32 run without augmentation, its manifests' paths made
-    absolute (runs start in the folder of the code they run)."""
+    """The config at ``path`` for a one-epoch fp32 run without augmentation or the settings the first version
+    lacks, its manifests' paths made absolute (runs start in the folder of the code they run)."""
     config = yaml.safe_load(path.read_text())
     config.pop("augment", None)
+    config["features"] = {key: value for key, value in config.get("features", {}).items()
+                          if key not in LATER_FEATURE_KEYS}
     config["data"] = {**config["data"], **{split: [str((REPO / manifest).resolve()) for manifest in config["data"][split]]
                                            for split in ("train", "dev")}}
     config["training"] = {**{key: value for key, value in config.get("training", {}).items()
