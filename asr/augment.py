@@ -8,15 +8,17 @@ only on (seed, epoch, index), so a run is reproducible whatever the worker count
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import librosa
 import numpy as np
 import soxr
+from tqdm import tqdm
 
 from asr.audio import SAMPLE_RATE, load_audio
+from asr.data import quiet_unless
 from asr.errors import AsrError
 
 NOISE_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph"}
@@ -88,6 +90,14 @@ def trim_silence(samples: np.ndarray, top_db: float) -> np.ndarray:
     return trimmed if len(trimmed) else samples
 
 
+def trimmed_durations(paths: Sequence[str | Path], top_db: float, progress: bool = False) -> list[float]:
+    """Each recording's seconds once trimmed (``trim_silence``), which depend on its audio alone, not on the
+    epoch: with them, ``Augmentation.durations`` knows the length of an utterance drawn to be trimmed."""
+    return [len(trim_silence(load_audio(path), top_db)) / SAMPLE_RATE
+            for path in tqdm(paths, desc="measuring trimmed durations", unit="file", leave=False,
+                             **quiet_unless(progress))]
+
+
 def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
     """Play ``samples`` ``factor`` times faster: 1.1 shortens by 1/1.1 and raises the pitch, like ``sox speed``."""
     if factor == 1.0:
@@ -138,6 +148,16 @@ def add_noise(samples: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.ran
     return (samples + gain * stretch).astype(np.float32)
 
 
+@dataclass
+class Draw:
+    """What one utterance gets in one epoch, drawn before its audio is read; ``rng`` goes on to draw what is
+    drawn with the audio (the room tone's level and colour, the telephone band, the noise)."""
+    trim: bool
+    speed: float
+    pad: tuple[int, int] | None  # samples of room tone before and after the speech
+    rng: np.random.Generator
+
+
 class Augmentation:
     """Draws and applies one utterance's augmentation; noise files are read once per worker, when first used."""
 
@@ -158,16 +178,40 @@ class Augmentation:
         return (config.speeds != [1.0] or config.trim_probability > 0 or config.pad_probability > 0
                 or config.narrowband_probability > 0 or bool(self.noise_paths))
 
-    def __call__(self, samples: np.ndarray, epoch: int, index: int) -> np.ndarray:
+    def draw(self, epoch: int, index: int) -> Draw:
+        """Utterance ``index``'s trimming, speed and padding in ``epoch``."""
         rng = np.random.default_rng([self.seed, epoch, index])
-        if rng.random() < self.config.trim_probability:
-            samples = trim_silence(samples, self.config.trim_top_db)
-        samples = change_speed(samples, float(rng.choice(self.config.speeds)))
+        trim = rng.random() < self.config.trim_probability
+        speed = float(rng.choice(self.config.speeds))
+        pad = None
         if rng.random() < self.config.pad_probability:
             before, after = rng.integers(0, round(self.config.pad_seconds * SAMPLE_RATE) + 1, size=2)
+            pad = int(before), int(after)
+        return Draw(trim, speed, pad, rng)
+
+    def durations(self, durations: Sequence[float], epoch: int, trimmed: Sequence[float] | None = None
+                  ) -> list[float]:
+        """The utterances' seconds in ``epoch`` once augmented, from their ``durations`` as recorded and, for those
+        drawn to be trimmed, ``trimmed`` (``trimmed_durations``): speeds and padding are drawn before the audio is
+        read. Without ``trimmed``, an upper bound: trimming can only shorten an utterance."""
+        lengths = []
+        for index, duration in enumerate(durations):
+            draw = self.draw(epoch, index)
+            if draw.trim and trimmed is not None:
+                duration = trimmed[index]
+            lengths.append(duration / draw.speed + (sum(draw.pad) / SAMPLE_RATE if draw.pad else 0.0))
+        return lengths
+
+    def __call__(self, samples: np.ndarray, epoch: int, index: int) -> np.ndarray:
+        draw = self.draw(epoch, index)
+        rng = draw.rng
+        if draw.trim:
+            samples = trim_silence(samples, self.config.trim_top_db)
+        samples = change_speed(samples, draw.speed)
+        if draw.pad:
             low, high = self.config.pad_snr_db
-            samples = pad_with_room_tone(samples, int(before), int(after), float(rng.uniform(low, high)),
-                                         float(rng.uniform(0, 2)), rng)
+            samples = pad_with_room_tone(samples, *draw.pad, float(rng.uniform(low, high)), float(rng.uniform(0, 2)),
+                                         rng)
         if rng.random() < self.config.narrowband_probability:
             samples = to_narrowband(samples)
         if self.noise_paths and rng.random() < self.config.noise_probability:

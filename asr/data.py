@@ -161,6 +161,9 @@ def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
 class DurationBatchSampler(Sampler[list[int]]):
     """Batches of utterances of similar duration, capped by padded seconds of audio.
 
+    ``durations`` are the utterances' seconds, or a function giving them for an epoch, when
+    augmentation changes them from epoch to epoch (``Augmentation.durations``): a batch's
+    utterances then come out as long as each other, whatever speed, padding or trimming each drew.
     Utterances are sorted by duration (ties broken at random), cut into batches whose
     longest utterance times their count stays within ``batch_seconds``, and the batches
     shuffled. The order depends only on ``seed`` and the epoch set with ``set_epoch``.
@@ -173,9 +176,9 @@ class DurationBatchSampler(Sampler[list[int]]):
     ``k`` batches, to resume inside an epoch.
     """
 
-    def __init__(self, durations: Sequence[float], batch_seconds: float, shuffle: bool = True, seed: int = 0,
-                 sortagrad: bool = False, rank: int = 0, world_size: int = 1):
-        self.durations = list(durations)
+    def __init__(self, durations: Sequence[float] | Callable[[int], Sequence[float]], batch_seconds: float,
+                 shuffle: bool = True, seed: int = 0, sortagrad: bool = False, rank: int = 0, world_size: int = 1):
+        self.durations = durations
         self.batch_seconds = batch_seconds
         self.shuffle = shuffle
         self.sortagrad = sortagrad
@@ -184,35 +187,41 @@ class DurationBatchSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.epoch = 0
         self.start = 0
+        self._last: tuple[int, list[list[int]]] | None = None  # the last epoch's batches: drawing them takes a while
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch = epoch
         self.start = start
 
-    def batches(self) -> list[list[int]]:
-        """This rank's batches for the whole epoch, ``start`` not applied."""
-        generator = random.Random(self.seed * 100_003 + self.epoch)
-        order = sorted(range(len(self.durations)),
-                       key=lambda i: (self.durations[i], generator.random() if self.shuffle else i))
+    def batches(self, epoch: int | None = None) -> list[list[int]]:
+        """This rank's batches for the whole of ``epoch`` (the one set by ``set_epoch`` by default), ``start``
+        not applied."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._last is not None and self._last[0] == epoch:
+            return self._last[1]
+        durations = self.durations(epoch) if callable(self.durations) else self.durations
+        generator = random.Random(self.seed * 100_003 + epoch)
+        order = sorted(range(len(durations)), key=lambda i: (durations[i], generator.random() if self.shuffle else i))
         batches: list[list[int]] = []
         current: list[int] = []
         for index in order:
             # Sorted ascending, so this utterance is the batch's longest.
-            if current and self.durations[index] * (len(current) + 1) > self.batch_seconds:
+            if current and durations[index] * (len(current) + 1) > self.batch_seconds:
                 batches.append(current)
                 current = []
             current.append(index)
         if current:
             batches.append(current)
-        if self.shuffle and not (self.sortagrad and self.epoch <= 1):
+        if self.shuffle and not (self.sortagrad and epoch <= 1):
             generator.shuffle(batches)
         if self.world_size > 1:
             batches = batches[:len(batches) - len(batches) % self.world_size][self.rank::self.world_size]
+        self._last = epoch, batches
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches()[self.start:])
 
     def __len__(self) -> int:
-        """Batches in a whole epoch for this rank."""
+        """Batches in the whole of the epoch set for this rank."""
         return len(self.batches())

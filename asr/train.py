@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from asr.augment import Augmentation
+from asr.augment import Augmentation, trimmed_durations
 from asr.checkpoint import (Recognizer, average_weights, choose_device, load_checkpoint, model_state,
                             save_checkpoint)
 from asr.config import Config, ConfigError
@@ -87,6 +88,29 @@ def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -
     if not keep:
         raise AsrError("no training utterance is short enough and has few enough labels for its frames")
     return dataset.subset(keep), len(utterances) - len(keep)
+
+
+def training_batches(config: Config, train_set: SpeechDataset, rank: int = 0, world_size: int = 1,
+                     progress: bool = False) -> DurationBatchSampler:
+    """The training set's duration-bucketed batches for this rank.
+
+    Each epoch's are sized by the durations its augmentation draws (speeds, room-tone padding, trimming), so that
+    a batch's utterances come out about as long as each other. Sized by the slowest speed, the most padding and no
+    trimming instead, 13% of the bundled config's batches was padding, which the model computes over too (0.8%
+    so; benchmarks/batch_padding.py). With trimming, the training audio is read once first, to measure each
+    utterance's trimmed duration.
+    """
+    durations = [u.duration for u in train_set.utterances]
+    augmentation = train_set.augmentation
+    if augmentation is None:
+        epoch_durations = durations
+    else:
+        trimmed = (trimmed_durations([u.audio_filepath for u in train_set.utterances], config.augment.trim_top_db,
+                                     progress) if config.augment.trim_probability > 0 else None)
+        epoch_durations = partial(augmentation.durations, durations, trimmed=trimmed)
+    return DurationBatchSampler(epoch_durations,
+                                config.data.batch_seconds, seed=config.training.seed, sortagrad=config.data.sortagrad,
+                                rank=rank, world_size=world_size)
 
 
 def training_prior(config: Config, train_set: SpeechDataset, device: torch.device) -> tuple[list[float], list[float]]:
@@ -269,21 +293,18 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
         log.warning("dropped %d training utterances longer than %.0f s or with more labels than frames",
                     dropped, config.data.max_duration)
 
-    # Durations at the slowest speed with the most padding, so that augmented batches stay within batch_seconds too.
-    sampler = DurationBatchSampler([config.augment.longest(u.duration) for u in train_set.utterances],
-                                   config.data.batch_seconds, seed=settings.seed, sortagrad=config.data.sortagrad,
-                                   rank=ddp.rank, world_size=ddp.world_size)
-    if len(sampler) < settings.accumulate_batches:
-        raise AsrError(f"{len(sampler)} batches per epoch per process: too few for training.accumulate_batches "
+    sampler = training_batches(config, train_set, ddp.rank, ddp.world_size, progress=ddp.is_main)
+    # Epochs' batch counts then differ a little; the learning-rate schedule counts the first epoch's for every one.
+    first_epoch_batches = len(sampler.batches(1))
+    if first_epoch_batches < settings.accumulate_batches:
+        raise AsrError(f"{first_epoch_batches} batches per epoch per process: too few for training.accumulate_batches "
                        f"{settings.accumulate_batches} (lower data.batch_seconds or the process count)")
     # The loader's own generator: creating an epoch's iterator must not draw from the global one,
     # or a run resumed inside an epoch would draw different dropout and SpecAugment masks.
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(settings.seed),
                         worker_init_fn=ignore_stop_signals)
-    batches_per_epoch = len(sampler)  # the same every epoch; computing it sorts every duration
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.accumulate_batches)
-    total_steps = settings.epochs * steps_per_epoch
+    total_steps = settings.epochs * math.ceil(first_epoch_batches / settings.accumulate_batches)
     # The fused kernel updates every tensor in one pass: 5 times faster than the default loop on a CPU.
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))
@@ -328,7 +349,7 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
         (out_dir / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
         log.info("%d training utterances (%.1f h), %d dev, %d batches per epoch%s, %.1fM parameters, %s%s",
                  len(train_set), math.fsum(u.duration for u in train_set.utterances) / 3600, len(dev_utterances),
-                 batches_per_epoch, f" on each of {ddp.world_size} processes" if ddp.world_size > 1 else "",
+                 first_epoch_batches, f" on each of {ddp.world_size} processes" if ddp.world_size > 1 else "",
                  sum(p.numel() for p in model.parameters()) / 1e6, device,
                  f", {autocast_dtype} autocast" if autocast_dtype else "")
     trained_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
@@ -350,6 +371,7 @@ def _train(config: Config, out_dir: Path, resume: bool, device: torch.device, dd
     out_of_time = False
     while epoch <= settings.epochs:
         sampler.set_epoch(epoch, start=stats.batches)
+        batches_per_epoch = len(sampler)  # computing it draws every utterance's augmentation and sorts them
         train_set.epoch = epoch  # the augmentation's draws; the loader's workers copy it when the epoch starts
         model.train()
         frontend.train()

@@ -22,10 +22,10 @@ from itertools import islice
 from torch.utils.data import DataLoader
 
 from asr.config import load_config
-from asr.data import DurationBatchSampler, collate
+from asr.data import collate
 from asr.model import AcousticModel
 from asr.text import Vocabulary
-from asr.train import training_set
+from asr.train import training_batches, training_set
 from benchmark import training_throughput
 
 
@@ -38,8 +38,7 @@ def main() -> None:
     config = load_config(args.config)
     vocabulary = Vocabulary()
     dataset, _ = training_set(config, vocabulary, AcousticModel(config.model, config.features.n_mels, len(vocabulary)))
-    sampler = DurationBatchSampler([config.augment.longest(u.duration) for u in dataset.utterances],
-                                   config.data.batch_seconds, seed=config.training.seed)
+    sampler = training_batches(config, dataset)
     sampler.set_epoch(1, start=0)
     dataset.epoch = 1
     batches = list(islice(sampler, args.batches))

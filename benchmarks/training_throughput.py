@@ -1,6 +1,6 @@
 """Training throughput of `asr train` now against an earlier version, in one run.
 
-    python benchmarks/training_throughput.py [--baseline b420b87] [--config configs/default.yaml] [--repeats 3]
+    python benchmarks/training_throughput.py [--baseline b420b87] [--config configs/default.yaml] [--repeats 3] [--as-is]
 
 Checks the --baseline commit out into a temporary git worktree (the pipeline's first
 version by default) and runs `asr train` for one epoch of the bundled model's config,
@@ -8,8 +8,9 @@ from that worktree and from this checkout, in turn, --repeats times, each in a f
 process with the machine's threads, in fp32 (the CPU default). Each run trains on the
 same manifests from this checkout's runs/data (see scripts/train_default_model.sh).
 
-The baseline knows no `augment` section, so every run leaves speed perturbation out:
-all of them do the same work on the same audio. Prints each run's seconds of audio
+The first version knows no `augment` section, so every run leaves speed perturbation out:
+all of them do the same work on the same audio. With --as-is, against a later baseline
+that knows them, runs keep the config's augmentation and other settings. Prints each run's seconds of audio
 trained on per second (the epoch's audio over its training time, dev decoding not
 counted, from log.csv) and the medians' ratios.
 """
@@ -33,17 +34,19 @@ LATER_TRAINING_KEYS = {"max_minutes", "average_best"}
 LATER_FEATURE_KEYS = {"prior_frames", "remove_level", "random_gain_db", "random_eq_db"}
 
 
-def epoch_config(path: Path) -> dict:
+def epoch_config(path: Path, as_is: bool = False) -> dict:
     """The config at ``path`` for a one-epoch fp32 run without augmentation or the settings the first version
-    lacks, its manifests' paths made absolute (runs start in the folder of the code they run)."""
+    lacks (with ``as_is``, with them), its manifests' paths made absolute (runs start in the folder of the code
+    they run)."""
     config = yaml.safe_load(path.read_text())
-    config.pop("augment", None)
-    config["features"] = {key: value for key, value in config.get("features", {}).items()
-                          if key not in LATER_FEATURE_KEYS}
+    if not as_is:
+        config.pop("augment", None)
+        config["features"] = {key: value for key, value in config.get("features", {}).items()
+                              if key not in LATER_FEATURE_KEYS}
     config["data"] = {**config["data"], **{split: [str((REPO / manifest).resolve()) for manifest in config["data"][split]]
                                            for split in ("train", "dev")}}
     config["training"] = {**{key: value for key, value in config.get("training", {}).items()
-                             if key not in LATER_TRAINING_KEYS}, "epochs": 1, "precision": "fp32"}
+                             if as_is or key not in LATER_TRAINING_KEYS}, "epochs": 1, "precision": "fp32"}
     return config
 
 
@@ -65,6 +68,8 @@ def main() -> None:
     parser.add_argument("--baseline", default="b420b87", help="the commit to compare with")
     parser.add_argument("--config", type=Path, default=REPO / "configs/default.yaml")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--as-is", action="store_true",
+                        help="keep the config's augmentation and later settings, for a baseline that knows them")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="asr-throughput-") as scratch:
@@ -74,7 +79,7 @@ def main() -> None:
                        capture_output=True)
         try:
             arms = {f"baseline {args.baseline}": baseline, "this checkout": REPO}
-            config = epoch_config(args.config)
+            config = epoch_config(args.config, args.as_is)
             results: dict[str, list[float]] = {name: [] for name in arms}
             for repeat in range(args.repeats):
                 for number, (name, source) in enumerate(arms.items()):

@@ -12,7 +12,7 @@ import soundfile
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.augment import (AugmentConfig, Augmentation, add_noise, change_speed, coloured_noise, mean_power,
-                         pad_with_room_tone, to_narrowband, trim_silence)
+                         pad_with_room_tone, to_narrowband, trim_silence, trimmed_durations)
 from asr.config import ConfigError, from_dict
 from conftest import SAMPLES
 
@@ -138,6 +138,27 @@ def test_pad_probability_is_the_share_of_utterances_padded_and_longest_bounds_th
     assert max(lengths) <= config.longest(len(speech) / SAMPLE_RATE) * SAMPLE_RATE + 1
     assert config.longest(1.0) == pytest.approx(1 / 0.9 + 0.8)
     assert AugmentConfig(speeds=[0.9]).longest(1.0) == pytest.approx(1 / 0.9), "no padding drawn, none budgeted"
+
+
+@pytest.mark.parametrize("trim_probability", [0.0, 0.5])
+def test_durations_are_each_epochs_lengths_drawn_before_the_audio_is_read(tmp_path, trim_probability):
+    speech = np.concatenate([np.zeros(SAMPLE_RATE // 4, np.float32), load_audio(CLIP)[:SAMPLE_RATE // 2]])
+    soundfile.write(tmp_path / "quiet_first.wav", speech, SAMPLE_RATE, subtype="FLOAT")
+    config = AugmentConfig(trim_probability=trim_probability, speeds=[0.9, 1.0, 1.1], pad_probability=0.5,
+                           pad_seconds=0.4, narrowband_probability=0.5)
+    augmentation = Augmentation(config, seed=0)
+    recorded = [len(speech) / SAMPLE_RATE] * 30
+    trimmed = trimmed_durations([tmp_path / "quiet_first.wav"] * 30, config.trim_top_db)
+    assert trimmed[0] < recorded[0] - 0.2
+    for epoch in (1, 2):
+        lengths = [len(augmentation(speech, epoch, index)) / SAMPLE_RATE for index in range(30)]
+        drawn = augmentation.durations(recorded, epoch, trimmed)
+        assert drawn == pytest.approx(lengths, abs=1 / SAMPLE_RATE)
+        assert len(set(np.round(drawn, 3))) > 6, "speeds, padding and trimming should vary between utterances"
+        bounds = augmentation.durations(recorded, epoch)  # without the trimmed durations: at least as long
+        assert all(length <= bound + 1 / SAMPLE_RATE for length, bound in zip(lengths, bounds))
+        assert (bounds == drawn) == (trim_probability == 0)
+    assert augmentation.durations(recorded, 1, trimmed) != augmentation.durations(recorded, 2, trimmed)
 
 
 @pytest.fixture

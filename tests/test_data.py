@@ -120,6 +120,33 @@ def test_sampler_uses_every_index_once_within_the_budget():
             assert longest * len(batch) <= 20.0 or len(batch) == 1, (batch, longest)
 
 
+def test_sampler_sizes_each_epochs_batches_by_that_epochs_durations():
+    recorded = random_durations()
+
+    drawn_for = []
+
+    def lengths_in(epoch: int) -> list[float]:  # as speed perturbation draws a speed per utterance and epoch
+        return [d / (0.9, 1.0, 1.1)[(i * 7 + epoch) % 3] for i, d in enumerate(recorded)]
+
+    def durations(epoch: int) -> list[float]:
+        drawn_for.append(epoch)
+        return lengths_in(epoch)
+
+    sampler = DurationBatchSampler(durations, batch_seconds=20.0, seed=3)
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        lengths = lengths_in(epoch)
+        batches = list(sampler)
+        assert batches == sampler.batches(epoch) and len(sampler) == len(batches)
+        assert sorted(i for batch in batches for i in batch) == list(range(len(recorded)))
+        for batch in batches:
+            assert max(lengths[i] for i in batch) * len(batch) <= 20.0 or len(batch) == 1
+        padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+        assert sum(lengths) / padded > 0.9, "a batch's utterances should be about as long as each other"
+    assert drawn_for == [1, 2], "each epoch's durations are drawn once however often its batches are asked for"
+    assert sampler.batches(1) != sampler.batches(2)
+
+
 def test_sampler_batches_are_full_enough():
     """Sorting by duration keeps padding low: each batch cannot take the next utterance in line."""
     durations = random_durations()
