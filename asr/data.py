@@ -193,13 +193,17 @@ class DurationBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
         self.start = start
 
+    def durations_in(self, epoch: int) -> Sequence[float]:
+        """The utterances' durations that ``epoch``'s batches are sized by."""
+        return self.durations(epoch) if callable(self.durations) else self.durations
+
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """This rank's batches for the whole of ``epoch`` (the one set by ``set_epoch`` by default), ``start``
         not applied."""
         epoch = self.epoch if epoch is None else epoch
         if self._last is not None and self._last[0] == epoch:
             return self._last[1]
-        durations = self.durations(epoch) if callable(self.durations) else self.durations
+        durations = self.durations_in(epoch)
         generator = random.Random(self.seed * 100_003 + epoch)
         order = sorted(range(len(durations)), key=lambda i: (durations[i], generator.random() if self.shuffle else i))
         batches: list[list[int]] = []

@@ -6,8 +6,8 @@ augmentation draws, as `asr train` sizes them, against batches sized by the long
 The model computes over every frame of a batch, padding included, so the padding's share
 is the share of training compute spent on nothing. An utterance's length in an epoch is
 its duration as recorded, or trimmed to its speech, at the speed and with the room-tone
-padding its augmentation draws (``Augmentation.durations``). The audio is read once, to
-measure trimmed durations, and nothing is timed: the figures are exact and the same on
+padding its augmentation draws (``Augmentation.durations``, as `asr train` sizes batches
+by). The audio is read once, to measure trimmed durations, and nothing is timed: the figures are exact and the same on
 any machine.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from asr.augment import Augmentation, trimmed_durations
 from asr.config import load_config
 from asr.data import DurationBatchSampler
 from asr.model import AcousticModel
@@ -38,14 +37,13 @@ def main() -> None:
     config = load_config(args.config)
     vocabulary = Vocabulary()
     dataset, _ = training_set(config, vocabulary, AcousticModel(config.model, config.features.n_mels, len(vocabulary)))
-    durations = [u.duration for u in dataset.utterances]
-    augmentation = Augmentation(config.augment, config.training.seed)
-    trimmed = trimmed_durations([u.audio_filepath for u in dataset.utterances], config.augment.trim_top_db, True)
+    trained = training_batches(config, dataset, progress=True)
     samplers = {"by the longest any epoch could draw": DurationBatchSampler(
-                    [config.augment.longest(d) for d in durations], config.data.batch_seconds, seed=config.training.seed),
-                "by each epoch's drawn durations (asr train)": training_batches(config, dataset)}
+                    [config.augment.longest(u.duration) for u in dataset.utterances], config.data.batch_seconds,
+                    seed=config.training.seed),
+                "by each epoch's drawn durations (asr train)": trained}
     for epoch in range(1, args.epochs + 1):
-        lengths = augmentation.durations(durations, epoch, trimmed)
+        lengths = trained.durations_in(epoch)
         for name, sampler in samplers.items():
             batches = sampler.batches(epoch)
             print(f"epoch {epoch}, batches sized {name}: {len(batches)} batches, "
