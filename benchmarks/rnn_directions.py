@@ -9,9 +9,10 @@ products, which two threads share imperfectly, so this runs the two directions a
 time on two threads of half the cores each, forward and backward (each direction's graph is
 differentiated with torch.autograd.grad on its own thread), and compares one training
 step's recurrent stack, forward and backward, with the layers as they are, in turn in one
-process. Batch shapes are those of a 20-second batch after the convolutions halve the
-frame rate: six 3.3-second AN4 utterances, 16 of 1.2 seconds, 40 half-second FSDD digits.
-Prints each shape's medians and their ratio. Not shipped: see the README's Benchmarks.
+process, and the layers as they are on one thread (how well two threads share them).
+Batch shapes are those of a 20-second batch after the convolutions halve the frame rate:
+six 3.3-second AN4 utterances, 16 of 1.2 seconds, 40 half-second FSDD digits. Prints each
+shape's medians and how they compare. Not shipped: see the README's Benchmarks.
 """
 
 from __future__ import annotations
@@ -84,14 +85,18 @@ def at_once(pool: ThreadPoolExecutor):
     return forward
 
 
-def step_seconds(layers: torch.nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor) -> float:
+def step_seconds(layers: torch.nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor, threads: int) -> float:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
     layers.zero_grad()
     start = time.perf_counter()
     out = x
     for layer in layers:
         out = layer(out, lengths)
     out.square().mean().backward()
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    torch.set_num_threads(saved)
+    return seconds
 
 
 def main() -> None:
@@ -103,22 +108,26 @@ def main() -> None:
     torch.manual_seed(0)
     model = AcousticModel(config.model, config.features.n_mels, 29)
     layers = model.rnns
-    variants = {"one after the other": RecurrentLayer.forward, "at once": at_once(direction_pool())}
-    print(f"{torch.get_num_threads()} threads; {len(layers)} layers of {config.model.rnn_hidden} each way")
+    threads = torch.get_num_threads()
+    variants = {"one after the other": (RecurrentLayer.forward, threads),
+                "at once": (at_once(direction_pool()), threads),
+                "one after the other on one thread": (RecurrentLayer.forward, 1)}
+    print(f"{threads} threads; {len(layers)} layers of {config.model.rnn_hidden} each way")
     for batch, frames in SHAPES:
         x = torch.randn(batch, frames, model.conv.output_size, requires_grad=True)
         lengths = torch.full((batch,), frames)
         times: dict[str, list[float]] = {name: [] for name in variants}
         for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
-            for name, forward in variants.items():
+            for name, (forward, step_threads) in variants.items():
                 RecurrentLayer.forward = forward
-                seconds = step_seconds(layers, x, lengths)
+                seconds = step_seconds(layers, x, lengths, step_threads)
                 if repeat:
                     times[name].append(seconds)
         medians = {name: statistics.median(values) for name, values in times.items()}
         report = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in medians.items())
-        print(f"{batch} x {frames} frames: {report}; "
-              f"ratio {medians['one after the other'] / medians['at once']:.2f}")
+        as_they_are = medians["one after the other"]
+        print(f"{batch} x {frames} frames: {report}; at once {as_they_are / medians['at once']:.2f}x as fast, "
+              f"one thread {as_they_are / medians['one after the other on one thread']:.2f}x")
 
 
 if __name__ == "__main__":
