@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 import librosa
+import numpy as np
 import soundfile
 import soxr
 
@@ -33,7 +34,8 @@ def voiced_variants() -> list[str]:
     return [v for v in variants if v not in LEFT_OUT and not v.startswith("robosoft")]
 
 
-def say(word: str, voice: str, pitch: int, rate: int) -> tuple:
+def say(word: str, voice: str, pitch: int, rate: int) -> tuple[np.ndarray, int]:
+    """``word`` in espeak-ng's ``voice`` at ``pitch`` and ``rate`` (words a minute): trimmed samples and their rate."""
     wav = subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(rate), "--stdout", word],
                          capture_output=True, check=True).stdout
     samples, sample_rate = soundfile.read(io.BytesIO(wav), dtype="float32")
