@@ -6,9 +6,9 @@ augmentation draws, as `asr train` sizes them, against batches sized by the long
 The model computes over every frame of a batch, padding included, so the padding's share
 is the share of training compute spent on nothing. An utterance's length in an epoch is
 its duration as recorded, or trimmed to its speech, at the speed and with the room-tone
-padding its augmentation draws (``Augmentation.durations``, as `asr train` sizes batches
-by). The audio is read once, to measure trimmed durations, and nothing is timed: the figures are exact and the same on
-any machine.
+padding its augmentation draws (``Augmentation.durations``, which `asr train` sizes
+batches by). The audio is read once, to measure trimmed durations, and nothing is timed:
+the figures are exact and the same on any machine.
 """
 
 from __future__ import annotations

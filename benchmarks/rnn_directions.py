@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from asr.config import load_config  # noqa: E402
 from asr.model import AcousticModel, RecurrentLayer, reverse_padded  # noqa: E402
+from asr.text import Vocabulary  # noqa: E402
 
 SHAPES = [(6, 165), (16, 60), (40, 25)]  # (utterances, frames after the convolutions)
 
@@ -106,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     torch.manual_seed(0)
-    model = AcousticModel(config.model, config.features.n_mels, 29)
+    model = AcousticModel(config.model, config.features.n_mels, len(Vocabulary()))
     layers = model.rnns
     threads = torch.get_num_threads()
     variants = {"one after the other": (RecurrentLayer.forward, threads),

@@ -23,9 +23,10 @@ import numpy as np
 import soundfile
 import soxr
 
+from asr.corpora import DIGIT_WORDS
+
 ACCENTS = ["en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 LEFT_OUT = {"whisper", "whisperf", "Demonic", "UniRobot", "anikaRobot", "croak", "Tweaky", "fast"}
-DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def voiced_variants() -> list[str]:
@@ -55,7 +56,7 @@ def main() -> None:
     rng, variants = random.Random(args.seed), voiced_variants()
     with open(args.out / "train.jsonl", "w") as manifest:
         for take in range(args.per_digit):
-            for digit in DIGITS:
+            for digit in DIGIT_WORDS:
                 voice = f"{rng.choice(ACCENTS)}+{rng.choice(variants)}"
                 samples, sample_rate = say(digit, voice, rng.randint(15, 85), rng.randint(110, 190))
                 if args.sample_rate:
@@ -65,7 +66,7 @@ def main() -> None:
                 duration = round(len(samples) / sample_rate, 3)
                 manifest.write(json.dumps({"audio_filepath": path.name, "duration": duration, "text": digit,
                                            "voice": voice}) + "\n")
-    print(f"{args.out / 'train.jsonl'}: {args.per_digit * len(DIGITS)} clips")
+    print(f"{args.out / 'train.jsonl'}: {args.per_digit * len(DIGIT_WORDS)} clips")
 
 
 if __name__ == "__main__":
