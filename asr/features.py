@@ -6,7 +6,6 @@ the rest; ``tests/test_features.py`` holds its output against librosa's.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -21,7 +20,6 @@ NORMALIZATIONS = ("per_feature", "all_features")
 EQ_POINTS = 5  # a random EQ curve's free points across the mel bins: broad tilts and humps, as channels differ
 LOG_FLOOR = 1e-6  # added to mel power before the log (with remove_level, to power relative to the mean)
 SILENCE_POWER = 1e-12  # a mean mel power below this is digital silence, not a level to remove
-CHANNEL_BAND_HZ = (150.0, 3800.0)  # channel_terms are fitted here, the band every recording fills (FSDD is 8 kHz)
 
 
 @dataclass
@@ -46,11 +44,6 @@ class FeatureConfig:
     # measured so too), so that its gain is gone exactly however short it is: the prior pools the bins'
     # shape, not the recording's loudness.
     remove_level: bool = False
-    # With a prior, divide each utterance's mel power by its smooth spectral colouring: the first channel_terms
-    # cosine terms across the mel bins (level, tilt, curvature, ...) of its log mean power, fitted over the bins
-    # inside CHANNEL_BAND_HZ and held at the band's edges outside it. A microphone's broad colouring is gone
-    # however short the word; the finer shape that tells its vowel stays.
-    channel_terms: int = 0
     # Random channel, applied in training only: each utterance's mel power scaled by a gain drawn in
     # +-random_gain_db and a smooth EQ curve, drawn in +-random_eq_db at EQ_POINTS points evenly spread over
     # the mel bins and linear between them, as another microphone, room and level colour a voice. With a
@@ -77,10 +70,6 @@ class FeatureConfig:
             yield "prior_frames", "needs normalize: per_feature"
         if self.remove_level and self.prior_frames == 0:
             yield "remove_level", "needs prior_frames (normalising each utterance on its own removes its level already)"
-        if self.channel_terms and self.prior_frames == 0:
-            yield "channel_terms", "needs prior_frames (normalising each utterance on its own removes its colouring already)"
-        if not 0 <= self.channel_terms <= self.n_mels:
-            yield "channel_terms", f"must be in [0, n_mels], not {self.channel_terms}"
         for key in ("prior_mean", "prior_std"):
             if getattr(self, key) and len(getattr(self, key)) != self.n_mels:
                 yield key, f"must hold one value per mel bin ({self.n_mels}), not {len(getattr(self, key))}"
@@ -145,10 +134,6 @@ class LogMelFrontend(nn.Module):
         )
         prior = torch.tensor([config.prior_mean, config.prior_std]) if config.prior_mean else torch.empty(0)
         self.register_buffer("prior", prior, persistent=False)  # on the device with the module; the config keeps it
-        centres = (self.melspec.mel_scale.fb * torch.linspace(0, config.sample_rate / 2, config.n_fft // 2 + 1)[:, None]
-                   ).sum(0) / self.melspec.mel_scale.fb.sum(0).clamp(min=1e-12)
-        self.register_buffer("channel_fit", smoothing_matrix(centres, CHANNEL_BAND_HZ, config.channel_terms),
-                             persistent=False)
 
     @torch.autocast(device_type="cuda", enabled=False)
     @torch.autocast(device_type="cpu", enabled=False)
@@ -167,8 +152,8 @@ class LogMelFrontend(nn.Module):
     def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor, recolour: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel features (batch, n_mels, frames) before per-bin normalisation, less each utterance's level
-        with remove_level and its smooth colouring with channel_terms, and each utterance's frame count;
-        ``recolour`` puts each utterance through a random channel first."""
+        with remove_level, and each utterance's frame count; ``recolour`` puts each utterance through a random
+        channel first."""
         power = self.mel_power(waveforms, lengths)
         if recolour and (self.config.random_gain_db > 0 or self.config.random_eq_db > 0):
             power = power * self.random_channel(len(power), power.device)[:, :, None]
@@ -177,11 +162,6 @@ class LogMelFrontend(nn.Module):
             valid = valid_frames(power, frame_lengths)
             mean_power = (power * valid).sum((1, 2)) / (frame_lengths.clamp(min=1) * power.shape[1])
             power = power / mean_power.clamp(min=SILENCE_POWER)[:, None, None]
-        if self.config.channel_terms:  # so too the floor, relative to the colouring
-            valid = valid_frames(power, frame_lengths)
-            mean_power = (power * valid).sum(2) / frame_lengths.clamp(min=1)[:, None]
-            colouring = mean_power.clamp(min=SILENCE_POWER).log() @ self.channel_fit.T
-            power = power / colouring.exp()[:, :, None]
         return torch.log(power + LOG_FLOOR), frame_lengths
 
     def random_channel(self, batch: int, device: torch.device) -> torch.Tensor:
@@ -206,21 +186,6 @@ class LogMelFrontend(nn.Module):
                                    (frame_lengths * config.time_mask_max_ratio).long())
         time = random_masks(frame_lengths, frames, config.time_masks, time_width)
         return features.masked_fill(freq[:, :, None] | time[:, None, :], 0.0)
-
-
-def smoothing_matrix(centres: torch.Tensor, band: tuple[float, float], terms: int) -> torch.Tensor:
-    """(bins, bins) the least-squares fit of the first ``terms`` cosine terms (DCT-II) to a spectrum's bins whose
-    ``centres`` lie inside ``band`` (Hz), held at the fit's edge values outside it."""
-    inside = ((centres >= band[0]) & (centres <= band[1])).nonzero()[:, 0]
-    if terms == 0 or len(inside) == 0:
-        return torch.zeros(len(centres), len(centres))
-    position = (torch.arange(len(inside), dtype=torch.float64) + 0.5) / len(inside)
-    basis = torch.cos(math.pi * position[:, None] * torch.arange(min(terms, len(inside)), dtype=torch.float64))
-    basis = basis / basis.norm(dim=0)  # orthonormal columns, so the fit is a projection
-    nearest = (torch.arange(len(centres)) - inside[0]).clamp(0, len(inside) - 1)
-    fit = torch.zeros(len(centres), len(centres), dtype=torch.float64)
-    fit[:, inside] = (basis @ basis.T)[nearest]
-    return fit.float()
 
 
 def valid_frames(features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:

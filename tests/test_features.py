@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import librosa
 import numpy as np
 import pytest
 import torch
 
 from asr.audio import load_audio
-from asr.features import LOG_FLOOR, FeatureConfig, LogMelFrontend, normalize_per_utterance, smoothing_matrix
+from asr.features import LOG_FLOOR, FeatureConfig, LogMelFrontend, normalize_per_utterance
 from conftest import FSDD, SAMPLES
 
 
@@ -185,53 +183,6 @@ def test_removing_the_level_makes_prior_normalised_features_independent_of_the_g
     assert silent.isfinite().all()
     assert dict(FeatureConfig(remove_level=True).problems()) == {
         "remove_level": "needs prior_frames (normalising each utterance on its own removes its level already)"}
-
-
-def test_the_smoothing_matrix_fits_cosine_terms_inside_the_band_and_holds_its_edges_outside():
-    """The fit of three terms returns a spectrum's level, tilt and curvature inside the band, whatever finer shape
-    rides on them and whatever lies outside, and the fit's edge values beyond the band."""
-    centres = torch.arange(81) * 100.0
-    fit = smoothing_matrix(centres, (1000.0, 5000.0), 3)
-    inside = (centres >= 1000) & (centres <= 5000)  # bins 10 to 50
-    position = (torch.arange(int(inside.sum())) + 0.5) / int(inside.sum())
-    smooth, detail = torch.zeros(81), torch.randn(81) * 5  # anything outside the band
-    smooth[inside] = 2 - 3 * torch.cos(math.pi * position) + 0.5 * torch.cos(2 * math.pi * position)
-    detail[inside] = torch.cos(7 * math.pi * position)  # orthogonal to the first three terms
-    fitted = fit @ (smooth + detail)
-    torch.testing.assert_close(fitted[inside], smooth[inside], atol=1e-5, rtol=0)
-    torch.testing.assert_close(fitted[:10], fitted[10].expand(10))
-    torch.testing.assert_close(fitted[51:], fitted[50].expand(30))
-    assert not smoothing_matrix(centres, (1000.0, 5000.0), 0).any()
-
-
-def test_channel_terms_remove_a_smooth_colouring_and_keep_each_frames_detail(speech, digit):
-    """Brightened by pre-emphasis (-6 dB at 0 Hz rising to +3.5 dB at 8 kHz), a short word's prior-normalised
-    features move; with channel_terms: 3 they hardly move inside the fitted band. The colouring removed is one
-    offset per bin for the whole utterance, so what changes from frame to frame stays."""
-    waveforms, lengths = batch_of(speech, digit)
-    brighter = waveforms.clone()
-    brighter[:, 1:] -= 0.5 * waveforms[:, :-1]
-    prior = dict(prior_frames=100.0, prior_mean=[-6.0] * 80, prior_std=[3.0] * 80)
-    moved = {}
-    for terms in (0, 3):
-        module = frontend(channel_terms=terms, **prior).eval()
-        band = module.channel_fit.any(0) if terms else slice(None)
-        features, _ = module(waveforms, lengths)
-        brightened, _ = module(brighter, lengths)
-        moved[terms] = (features - brightened)[:, :, band].abs().mean().item()
-    assert moved[3] < moved[0] / 4, moved
-    coloured, _ = frontend(**prior).log_mel(waveforms, lengths)
-    plain, _ = module.log_mel(waveforms, lengths)
-    power, plain_power = coloured.double().exp() - LOG_FLOOR, plain.double().exp() - LOG_FLOOR
-    loud = (power > 1e-5) & (plain_power > 1e-5)  # where the power survives the log floor's rounding
-    offset = torch.log(plain_power / power)
-    per_bin = torch.where(loud, offset, torch.nan).nanmedian(dim=2).values
-    assert loud[:, band].any(dim=2).all()
-    torch.testing.assert_close(offset[loud], per_bin[:, :, None].expand_as(offset)[loud], atol=1e-3, rtol=0)
-    assert dict(FeatureConfig(channel_terms=3).problems()) == {
-        "channel_terms": "needs prior_frames (normalising each utterance on its own removes its colouring already)"}
-    assert dict(FeatureConfig(channel_terms=81, **prior).problems()) == {
-        "channel_terms": "must be in [0, n_mels], not 81"}
 
 
 def test_normalizing_over_all_features_keeps_the_spectral_shape():
