@@ -43,7 +43,12 @@ class AugmentConfig:
     pad_probability: float = 0.0
     pad_seconds: float = 0.5
     pad_snr_db: list[float] = field(default_factory=lambda: [20.0, 50.0])
-    noise_dir: str = ""  # a folder of noise recordings, searched recursively; empty for no noise
+    # Noise mixed into noise_probability of the utterances at an SNR drawn in snr_db: from the recordings in
+    # noise_dir (searched recursively), or, with coloured_noise and no noise corpus, Gaussian noise whose power
+    # falls as 1/f**e, e drawn in [0, 2] (white to brown): a model trained on quiet recordings alone misreads
+    # a word under a noise floor a listener would not notice.
+    noise_dir: str = ""
+    coloured_noise: bool = False
     noise_probability: float = 0.5  # share of utterances that get noise
     snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])  # signal-to-noise ratio drawn uniformly in this range
 
@@ -65,6 +70,8 @@ class AugmentConfig:
             yield "noise_dir", f"{self.noise_dir}: no such folder"
         elif self.noise_dir and not noise_files(self.noise_dir):
             yield "noise_dir", f"{self.noise_dir}: holds no audio files"
+        if self.noise_dir and self.coloured_noise:
+            yield "coloured_noise", "cannot be combined with noise_dir: choose one source of noise"
 
     @property
     def slowest(self) -> float:
@@ -173,10 +180,14 @@ class Augmentation:
             trim_silence(np.zeros(SAMPLE_RATE // 10, dtype=np.float32), config.trim_top_db)
 
     @property
+    def adds_noise(self) -> bool:
+        return self.config.coloured_noise or bool(self.noise_paths)
+
+    @property
     def active(self) -> bool:
         config = self.config
         return (config.speeds != [1.0] or config.trim_probability > 0 or config.pad_probability > 0
-                or config.narrowband_probability > 0 or bool(self.noise_paths))
+                or config.narrowband_probability > 0 or self.adds_noise)
 
     def draw(self, epoch: int, index: int) -> Draw:
         """Utterance ``index``'s trimming, speed and padding in ``epoch``."""
@@ -214,12 +225,14 @@ class Augmentation:
                                          rng)
         if rng.random() < self.config.narrowband_probability:
             samples = to_narrowband(samples)
-        if self.noise_paths and rng.random() < self.config.noise_probability:
+        if self.adds_noise and len(samples) and rng.random() < self.config.noise_probability:
             low, high = self.config.snr_db
-            samples = add_noise(samples, self._noise(rng), float(rng.uniform(low, high)), rng)
+            samples = add_noise(samples, self._noise(rng, len(samples)), float(rng.uniform(low, high)), rng)
         return samples
 
-    def _noise(self, rng: np.random.Generator) -> np.ndarray:
+    def _noise(self, rng: np.random.Generator, length: int) -> np.ndarray:
+        if self.config.coloured_noise:
+            return coloured_noise(length, float(rng.uniform(0, 2)), rng)
         path = self.noise_paths[int(rng.integers(len(self.noise_paths)))]
         if path not in self._noise_cache:
             try:

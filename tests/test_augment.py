@@ -199,6 +199,25 @@ def test_bad_augment_settings_name_their_key(values, key):
         from_dict(AugmentConfig, values, "config.yaml", "augment.")
 
 
+def test_coloured_noise_is_mixed_at_a_drawn_snr_in_a_drawn_colour():
+    """Without a noise corpus: each utterance's noise is its own, at an SNR from snr_db, from white to brown."""
+    speech = load_audio(CLIP)
+    augmentation = Augmentation(AugmentConfig(coloured_noise=True, noise_probability=1.0, snr_db=[15.0, 15.0]), 0)
+    assert augmentation.active
+    low_shares = []
+    for index in range(8):
+        added = (augmentation(speech, 1, index) - speech).astype(np.float64)
+        assert 10 * np.log10(mean_power(speech) / np.mean(added ** 2)) == pytest.approx(15.0, abs=0.05)
+        low_shares.append(band_energy(added, 0, 500) / band_energy(added, 0, 8000))
+    assert min(low_shares) < 0.2 and max(low_shares) > 0.6, low_shares
+    assert np.array_equal(augmentation(speech, 1, 3), Augmentation(augmentation.config, 0)(speech, 1, 3))
+
+
+def test_coloured_noise_and_a_noise_folder_are_one_or_the_other(noise_dir):
+    with pytest.raises(ConfigError, match=r"'augment\.coloured_noise' cannot be combined with noise_dir"):
+        from_dict(AugmentConfig, {"noise_dir": str(noise_dir), "coloured_noise": True}, "config.yaml", "augment.")
+
+
 def test_a_noise_folder_without_audio_is_an_error(tmp_path):
     (tmp_path / "readme.txt").write_text("nothing here")
     with pytest.raises(ConfigError, match="holds no audio files"):
