@@ -23,6 +23,7 @@ from asr.errors import AsrError
 
 NOISE_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph"}
 FSDD_TRIM_TOP_DB = 30.0  # how far under its peak FSDD's recordings are cut to their speech
+NOISE_EXPONENTS = (0.0, 2.0)  # synthetic noise's colour (coloured_noise) is drawn in this range: white to brown
 
 
 @dataclass
@@ -45,7 +46,7 @@ class AugmentConfig:
     pad_snr_db: list[float] = field(default_factory=lambda: [20.0, 50.0])
     # Noise mixed into noise_probability of the utterances at an SNR drawn in snr_db: from the recordings in
     # noise_dir (searched recursively), or, with coloured_noise and no noise corpus, Gaussian noise whose power
-    # falls as 1/f**e, e drawn in [0, 2] (white to brown): a model trained on quiet recordings alone misreads
+    # falls as 1/f**e, e drawn in NOISE_EXPONENTS (white to brown): a model trained on quiet recordings alone misreads
     # a word under a noise floor a listener would not notice.
     noise_dir: str = ""
     coloured_noise: bool = False
@@ -124,6 +125,8 @@ def mean_power(samples: np.ndarray) -> float:
 
 def coloured_noise(length: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
     """Unit-power Gaussian noise whose power falls as 1/f**exponent: 0 is white, 1 pink, 2 brown (a rumble)."""
+    if length == 0:
+        return np.zeros(0)
     spectrum = np.fft.rfft(rng.standard_normal(length))
     frequencies = np.fft.rfftfreq(length, 1 / SAMPLE_RATE)
     spectrum *= np.maximum(frequencies, 20.0) ** (-exponent / 2)  # held flat below 20 Hz, where no mic hears
@@ -221,18 +224,18 @@ class Augmentation:
         samples = change_speed(samples, draw.speed)
         if draw.pad:
             low, high = self.config.pad_snr_db
-            samples = pad_with_room_tone(samples, *draw.pad, float(rng.uniform(low, high)), float(rng.uniform(0, 2)),
-                                         rng)
+            samples = pad_with_room_tone(samples, *draw.pad, float(rng.uniform(low, high)),
+                                         float(rng.uniform(*NOISE_EXPONENTS)), rng)
         if rng.random() < self.config.narrowband_probability:
             samples = to_narrowband(samples)
-        if self.adds_noise and len(samples) and rng.random() < self.config.noise_probability:
+        if self.adds_noise and rng.random() < self.config.noise_probability:
             low, high = self.config.snr_db
             samples = add_noise(samples, self._noise(rng, len(samples)), float(rng.uniform(low, high)), rng)
         return samples
 
     def _noise(self, rng: np.random.Generator, length: int) -> np.ndarray:
         if self.config.coloured_noise:
-            return coloured_noise(length, float(rng.uniform(0, 2)), rng)
+            return coloured_noise(length, float(rng.uniform(*NOISE_EXPONENTS)), rng)
         path = self.noise_paths[int(rng.integers(len(self.noise_paths)))]
         if path not in self._noise_cache:
             try:
