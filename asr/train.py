@@ -81,7 +81,7 @@ def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -
     augmentation = Augmentation(config.augment, config.training.seed)
     dataset = SpeechDataset(utterances, vocabulary, source=", ".join(config.data.train),
                             augmentation=augmentation if augmentation.active else None)
-    fastest = config.augment.fastest  # the fastest speed leaves the fewest frames for the labels
+    fastest = config.augment.fastest  # the fastest rate (speed times tempo) leaves the fewest frames for the labels
     keep = [i for i, (u, t) in enumerate(zip(dataset.utterances, dataset.targets))
             if config.augment.longest(u.duration) <= config.data.max_duration
             and ctc_fits(t, output_frames(u.duration / fastest, config.features, model))]
@@ -94,7 +94,7 @@ def training_batches(config: Config, train_set: SpeechDataset, rank: int = 0, wo
                      progress: bool = False) -> DurationBatchSampler:
     """The training set's duration-bucketed batches for this rank.
 
-    Each epoch's are sized by the durations its augmentation draws (speeds, room-tone padding, trimming), so that
+    Each epoch's are sized by the durations its augmentation draws (speeds, tempos, padding, trimming), so that
     a batch's utterances come out about as long as each other. Sized by the slowest speed, the most padding and no
     trimming instead, 13% of the bundled config's batches was padding, which the model computes over too (0.8%
     so; benchmarks/batch_padding.py). With trimming, the training audio is read once first, to measure each

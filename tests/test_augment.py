@@ -1,5 +1,5 @@
-"""Waveform augmentation on a real clip: silence trimming, speed perturbation, room-tone padding, noise at a chosen SNR,
-reproducible draws."""
+"""Waveform augmentation on a real clip: silence trimming, speed and tempo perturbation, room-tone padding, noise at a
+chosen SNR, reproducible draws."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.augment import (AugmentConfig, Augmentation, add_noise, change_speed, coloured_noise, mean_power,
+from asr.augment import (AugmentConfig, Augmentation, add_noise, change_speed, change_tempo, coloured_noise, mean_power,
                          pad_with_room_tone, to_narrowband, trim_silence, trimmed_durations)
 from asr.config import ConfigError, from_dict
 from conftest import SAMPLES
@@ -32,6 +32,23 @@ def test_speed_changes_length_and_pitch_together(factor):
     assert len(faster) == pytest.approx(len(speech) / factor, rel=1e-3)
     tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
     assert dominant_frequency(change_speed(tone, factor)) == pytest.approx(440 * factor, abs=2)
+
+
+@pytest.mark.parametrize("factor", [0.7, 1.4])
+def test_tempo_changes_length_and_keeps_pitch(factor):
+    speech = load_audio(CLIP)
+    faster = change_tempo(speech, factor)
+    assert faster.dtype == np.float32
+    assert len(faster) == round(len(speech) / factor)
+    # A phase vocoder loses a few dB where overlapping frames' phases disagree (the random gain covers that); the
+    # spectrum's shape, what tells one sound from another, is kept.
+    assert 0.25 < mean_power(faster) / mean_power(speech) < 1.5
+    bands = np.geomspace(100, 7000, 13)
+    shape = [np.log([band_energy(clip, low, high) for low, high in zip(bands, bands[1:])]) for clip in (speech, faster)]
+    assert np.corrcoef(*shape)[0, 1] > 0.95
+    tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    assert dominant_frequency(change_tempo(tone, factor)) == pytest.approx(440, abs=5)
+    assert change_tempo(speech[:0], factor).size == 0
 
 
 def band_energy(samples: np.ndarray, low: float, high: float) -> float:
@@ -129,23 +146,25 @@ def test_room_tone_colour_goes_from_white_to_rumble():
 
 def test_pad_probability_is_the_share_of_utterances_padded_and_longest_bounds_them():
     speech = load_audio(CLIP)[:SAMPLE_RATE // 2]
-    config = AugmentConfig(speeds=[0.9, 1.1], pad_probability=0.5, pad_seconds=0.4)
+    config = AugmentConfig(speeds=[0.9, 1.1], tempos=[0.8, 1.25], pad_probability=0.5, pad_seconds=0.4)
     augmentation = Augmentation(config, seed=0)
     assert augmentation.active
     lengths = [len(augmentation(speech, 1, index)) for index in range(40)]
-    padded = [length > len(speech) / 0.9 + 1 for length in lengths]
+    padded = [length > len(speech) / (0.9 * 0.8) + 1 for length in lengths]
     assert 10 <= sum(padded) <= 30
     assert max(lengths) <= config.longest(len(speech) / SAMPLE_RATE) * SAMPLE_RATE + 1
-    assert config.longest(1.0) == pytest.approx(1 / 0.9 + 0.8)
+    assert config.longest(1.0) == pytest.approx(1 / (0.9 * 0.8) + 0.8)
+    assert (config.slowest, config.fastest) == pytest.approx((0.9 * 0.8, 1.1 * 1.25))
     assert AugmentConfig(speeds=[0.9]).longest(1.0) == pytest.approx(1 / 0.9), "no padding drawn, none budgeted"
+    assert Augmentation(AugmentConfig(tempos=[0.9, 1.0]), seed=0).active
 
 
 @pytest.mark.parametrize("trim_probability", [0.0, 0.5])
 def test_durations_are_each_epochs_lengths_drawn_before_the_audio_is_read(tmp_path, trim_probability):
     speech = np.concatenate([np.zeros(SAMPLE_RATE // 4, np.float32), load_audio(CLIP)[:SAMPLE_RATE // 2]])
     soundfile.write(tmp_path / "quiet_first.wav", speech, SAMPLE_RATE, subtype="FLOAT")
-    config = AugmentConfig(trim_probability=trim_probability, speeds=[0.9, 1.0, 1.1], pad_probability=0.5,
-                           pad_seconds=0.4, narrowband_probability=0.5)
+    config = AugmentConfig(trim_probability=trim_probability, speeds=[0.9, 1.0, 1.1], tempos=[0.7, 1.0, 1.4],
+                           pad_probability=0.5, pad_seconds=0.4, narrowband_probability=0.5)
     augmentation = Augmentation(config, seed=0)
     recorded = [len(speech) / SAMPLE_RATE] * 30
     trimmed = trimmed_durations([tmp_path / "quiet_first.wav"] * 30, config.trim_top_db)
@@ -154,7 +173,7 @@ def test_durations_are_each_epochs_lengths_drawn_before_the_audio_is_read(tmp_pa
         lengths = [len(augmentation(speech, epoch, index)) / SAMPLE_RATE for index in range(30)]
         drawn = augmentation.durations(recorded, epoch, trimmed)
         assert drawn == pytest.approx(lengths, abs=1 / SAMPLE_RATE)
-        assert len(set(np.round(drawn, 3))) > 6, "speeds, padding and trimming should vary between utterances"
+        assert len(set(np.round(drawn, 3))) > 6, "speeds, tempos, padding and trimming should vary between utterances"
         bounds = augmentation.durations(recorded, epoch)  # without the trimmed durations: at least as long
         assert all(length <= bound + 1 / SAMPLE_RATE for length, bound in zip(lengths, bounds))
         assert (bounds == drawn) == (trim_probability == 0)
@@ -184,6 +203,8 @@ def test_draws_depend_only_on_seed_epoch_and_index(noise_dir):
 @pytest.mark.parametrize("values, key", [
     ({"speeds": []}, "augment.speeds"),
     ({"speeds": [0.1]}, "augment.speeds"),
+    ({"tempos": []}, "augment.tempos"),
+    ({"tempos": [3]}, "augment.tempos"),
     ({"noise_probability": 1.5}, "augment.noise_probability"),
     ({"narrowband_probability": -0.1}, "augment.narrowband_probability"),
     ({"snr_db": [20, 5]}, "augment.snr_db"),
