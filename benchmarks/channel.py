@@ -1,13 +1,15 @@
-"""Greedy WER of a model on clips as recorded and through other channels: treble raised or lowered, quieter, noisier.
+"""Greedy WER of a model on clips as recorded and through other channels: treble raised or lowered, quieter, noisier,
+said faster or slower.
 
-    python benchmarks/channel.py runs/data/fsdd-jackson/jackson.jsonl [--model data/model.pt] [--shelf-db 8] [--gain-db -20] [--snr-db 20]
+    python benchmarks/channel.py runs/data/fsdd-jackson/jackson.jsonl [--model data/model.pt] [--shelf-db 8] [--gain-db -20] [--snr-db 20] [--tempo 1.3]
 
 Another microphone, room or level colours a voice. Per-bin normalisation over a sentence
 takes most of that away, but a lone word normalised with the training set's prior
 (`features.prior_frames`) keeps it, and the model then has to have learnt to ignore it
 (`features.random_gain_db`, `random_eq_db`), as it must a noise floor (`augment.coloured_noise`). This plays every clip through a
 shelf that raises, then lowers, everything above --shelf-hz by --shelf-db, then at
---gain-db, then with white noise --snr-db under it, and prints greedy WER on each.
+--gain-db, then with white noise --snr-db under it, then --tempo times faster and slower with the pitch kept (how
+much a speaker's pace matters), and prints greedy WER on each.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import scipy.signal
 
 from asr.audio import SAMPLE_RATE
-from asr.augment import add_noise, coloured_noise
+from asr.augment import add_noise, change_tempo, coloured_noise
 from asr.checkpoint import DEFAULT_MODEL, load_model
 from asr.data import AudioAugmentation
 from asr.evaluate import error_rates, model_outputs
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--shelf-hz", type=float, default=1500.0, help="where the treble starts")
     parser.add_argument("--gain-db", type=float, default=-20.0, help="the level change")
     parser.add_argument("--snr-db", type=float, default=20.0, help="the white noise's level under the speech")
+    parser.add_argument("--tempo", type=float, default=1.3, help="how much faster, then slower, the clips are said")
     args = parser.parse_args()
 
     recognizer = load_model(args.model, "cpu")
@@ -61,6 +64,8 @@ def main() -> None:
         f"treble -{args.shelf_db:g} dB": treble_shelf(-args.shelf_db, args.shelf_hz),
         f"{args.gain_db:+g} dB": lambda samples, epoch, index: samples * np.float32(gain),
         f"white noise {args.snr_db:g} dB under it": white_noise(args.snr_db),
+        f"{args.tempo:g} times faster": lambda samples, epoch, index: change_tempo(samples, args.tempo),
+        f"{args.tempo:g} times slower": lambda samples, epoch, index: change_tempo(samples, 1 / args.tempo),
     }
     for name, channel in channels.items():
         _, references, log_probs = model_outputs(recognizer, [args.manifest], augmentation=channel)
