@@ -193,11 +193,14 @@ class Augmentation:
         self.seed = seed
         self.noise_paths = noise_files(config.noise_dir) if config.noise_dir else []
         self._noise_cache: dict[Path, np.ndarray] = {}
+        # librosa imports what trimming and the phase vocoder need on their first call (about 2 s): made here, in
+        # the training process, those calls' imports are inherited by each epoch's freshly forked loader worker
+        # instead of delaying its first batch.
+        quiet = np.zeros(SAMPLE_RATE // 10, dtype=np.float32)
         if config.trim_probability > 0:
-            # librosa imports what trimming needs on its first call (2.5 s): made here, in the training process,
-            # that call's imports are inherited by each epoch's freshly forked loader worker instead of delaying
-            # its first batch.
-            trim_silence(np.zeros(SAMPLE_RATE // 10, dtype=np.float32), config.trim_top_db)
+            trim_silence(quiet, config.trim_top_db)
+        if config.tempos != [1.0]:
+            change_tempo(quiet, 2.0)
 
     @property
     def adds_noise(self) -> bool:
