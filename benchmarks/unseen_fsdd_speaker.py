@@ -27,22 +27,21 @@ from pathlib import Path
 
 import yaml
 
+from asr.data import Utterance, read_manifest, write_manifest
+
 LM = ["--lm", "data/model.lm.arpa", "--alpha", "0.4", "--beta", "0"]
 
 
-def speaker_of(line: str) -> str:
+def speaker_of(utterance: Utterance) -> str:
     """FSDD names its recordings DIGIT_SPEAKER_INDEX.wav."""
-    return Path(json.loads(line)["audio_filepath"]).stem.split("_")[1]
+    return utterance.audio_filepath.stem.split("_")[1]
 
 
-def split_manifest(fsdd: Path, speaker: str, folder: Path) -> tuple[Path, Path]:
-    """Write the other speakers' clips and the held-out speaker's clips to two manifests."""
-    lines = fsdd.read_text().splitlines()
-    folder.mkdir(parents=True, exist_ok=True)
+def split_manifest(fsdd: list[Utterance], speaker: str, folder: Path) -> tuple[Path, Path]:
+    """Write the other speakers' clips and the held-out speaker's clips to two manifests in ``folder``."""
     train, held_out = folder / "fsdd_train.jsonl", folder / f"{speaker}.jsonl"
-    train.write_text("".join(line + "\n" for line in lines if speaker_of(line) != speaker))
-    held_out.write_text("".join(line + "\n" for line in lines if speaker_of(line) == speaker))
-    # FSDD's paths in runs/data are absolute, so the copies resolve wherever they are written.
+    write_manifest(train, [u for u in fsdd if speaker_of(u) != speaker])
+    write_manifest(held_out, [u for u in fsdd if speaker_of(u) == speaker])
     return train, held_out
 
 
@@ -73,15 +72,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/unseen"))
     args = parser.parse_args()
 
-    speakers = args.speaker or sorted({speaker_of(line) for line in args.fsdd.read_text().splitlines()})
+    fsdd = read_manifest(args.fsdd)
+    speakers = args.speaker or sorted({speaker_of(utterance) for utterance in fsdd})
     rows = []
     for speaker in speakers:
         run = args.out / f"{speaker}_seed{args.seed}"
-        fsdd_train, held_out = split_manifest(args.fsdd, speaker, run)
+        fsdd_train, held_out = split_manifest(fsdd, speaker, run)
         settings = recipe(args.config, fsdd_train, args.seed)
         finished = run / "finished"  # written once training has returned, so a rerun only scores
         if not finished.exists():
-            config = run / "config.yaml"
+            config = run / "recipe.yaml"  # not config.yaml, which asr train writes: the config as it resolved it
             config.write_text(yaml.safe_dump(settings, sort_keys=False))
             resume = ["--resume"] if (run / "last.pt").exists() else []
             subprocess.run(["asr", "train", "--config", str(config), "--out", str(run), *resume], check=True)
