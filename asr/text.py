@@ -11,7 +11,8 @@ from asr.errors import AsrError
 BLANK = "_"
 DEFAULT_TOKENS = (BLANK, " ", "'", *"abcdefghijklmnopqrstuvwxyz")
 
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
+# Marks typed as apostrophes: curly quotes, backtick, acute accent, modifier letter, prime.
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'", "\u02bc": "'", "\u2032": "'"})
 _WORD_BREAKS = re.compile(r"[-\u2010-\u2015/_]+")
 _PUNCTUATION = re.compile(r"[.,!?;:\"()\[\]{}<>«»“”„…*]+")
 _SPACES = re.compile(r"\s+")
@@ -25,14 +26,21 @@ def normalize_text(text: str) -> str:
     """Lower-case, strip accents and punctuation, and fold whitespace.
 
     Hyphens and slashes become word breaks; apostrophes inside words stay ("don't"),
-    quote-like apostrophes at word edges go. Anything else outside the vocabulary
+    quote-like apostrophes at word edges go. Invisible format characters (soft hyphen,
+    zero-width space, byte order mark) are dropped. Anything else outside the vocabulary
     (digits, other scripts) is kept, so that encoding can report it.
     """
-    text = unicodedata.normalize("NFKD", text).translate(_APOSTROPHES)
-    text = "".join(char for char in text if not unicodedata.combining(char)).lower()
+    # Apostrophes first: NFKD would split the acute accent into a space and a combining mark.
+    text = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
+    text = "".join(char for char in text if not _invisible(char)).lower()
     text = _PUNCTUATION.sub(" ", _WORD_BREAKS.sub(" ", text))
     words = (word.strip("'") for word in _SPACES.split(text))
     return " ".join(word for word in words if word)
+
+
+def _invisible(char: str) -> bool:
+    """Combining accents (stripped from their letters) and format characters (category Cf)."""
+    return unicodedata.combining(char) != 0 or unicodedata.category(char) == "Cf"
 
 
 class Vocabulary:

@@ -24,6 +24,16 @@ from asr.text import BLANK, DEFAULT_TOKENS, TextError, Vocabulary, normalize_tex
     ("Cafe\u0301", "cafe"),  # decomposed accent
     ("  tabs\tand\nnew lines  ", "tabs and new lines"),
     ("non\u00a0breaking", "non breaking"),
+    ("don\u00b4t", "don't"),  # acute accent typed as an apostrophe
+    ("DON\u00b4T", "don't"),
+    ("don\u02bct", "don't"),  # modifier letter apostrophe
+    ("don\u2032t", "don't"),  # prime
+    ("\u00b4quoted\u00b4", "quoted"),
+    ("co\u00adoperate", "cooperate"),  # soft hyphen
+    ("zero\u200bwidth", "zerowidth"),  # zero-width space
+    ("\ufeffhello", "hello"),  # byte order mark
+    ("join\u200dme\u2060now", "joinmenow"),  # zero-width joiner, word joiner
+    ("caf\u00e9\u00b4s", "cafe's"),
     ("", ""),
     ("?!...", ""),
 ])
