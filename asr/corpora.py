@@ -163,10 +163,12 @@ def _corpus_folder(root: Path, what: str, inner: str) -> Path:
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
+    """The file's lines, split at line ends only (str.splitlines would also split a transcript
+    at U+2028, U+0085 or a form feed)."""
     if not path.is_file():
         raise CorpusError(f"{path}: missing (expected in the {what} layout)")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8").split("\n")  # text mode reads \r\n and \r as \n
     except UnicodeDecodeError:
         raise CorpusError(f"{path}: not UTF-8 text") from None
 

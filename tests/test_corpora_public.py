@@ -162,6 +162,15 @@ def test_commonvoice_converts_mp3_and_skips_digits(commonvoice, tmp_path, caplog
         assert utterance.duration == pytest.approx(soundfile.info(mp3).duration, abs=0.06)
 
 
+def test_commonvoice_sentences_with_unicode_line_breaks(commonvoice, tmp_path):
+    """Only a newline ends a tsv row: U+2028, U+0085 and a form feed inside a sentence are spaces."""
+    train = commonvoice / "train.tsv"
+    train.write_text(train.read_text().replace("Bye!", "Bye\u2028now").replace("Trees.", "Tall\x85\x0ctrees"),
+                     encoding="utf-8")
+    assert prepare_commonvoice(commonvoice, tmp_path / "out") == {"train": 2, "dev": 1}
+    assert [u.text for u in read_manifest(tmp_path / "out" / "train.jsonl")] == ["bye now", "tall trees"]
+
+
 def test_commonvoice_corrupt_tsv(commonvoice, tmp_path):
     train = commonvoice / "train.tsv"
     lines = train.read_text().splitlines()
