@@ -17,7 +17,7 @@ import torch
 
 from asr.beam_search import BeamSearch, LanguageModel
 from asr.errors import AsrError
-from asr.text import Vocabulary
+from asr.text import TextError, Vocabulary, normalize_text
 
 DECODERS = ("greedy", "beam")
 ALPHA_RANGE = (0.0, 5.0)
@@ -69,6 +69,26 @@ class DecoderOptions:
             raise DecoderError(f"--beta must be in [{BETA_RANGE[0]:g}, {BETA_RANGE[1]:g}], not {self.beta:g}")
         if not 0 < self.blank_skip_prob <= 1:
             raise DecoderError(f"blank_skip_prob must be in (0, 1], not {self.blank_skip_prob:g}")
+        if self.kind == "greedy" and self.hotwords:
+            raise DecoderError("--hotword: greedy decoding takes no hotwords (use --decoder beam)")
+
+
+def normalize_hotwords(hotwords: Sequence[str], vocabulary: Vocabulary) -> list[str]:
+    """Hotwords normalised as transcripts are ("Paris!" -> "paris"), since beam search only ever
+    spells normalised text; one the model's characters cannot spell is an error, not a silent no-op."""
+    normalized = []
+    for hotword in hotwords:
+        text = normalize_text(hotword)
+        if not text:
+            raise DecoderError(f"--hotword {hotword!r}: has no letters to spell")
+        try:
+            vocabulary.encode(text)
+        except TextError:
+            unknown = "".join(sorted({char for char in text if char not in vocabulary.tokens[1:]}))
+            raise DecoderError(f"--hotword {hotword!r}: cannot be spelled in the model's characters "
+                               f"({unknown!r} is not one of them)") from None
+        normalized.append(text)
+    return normalized
 
 
 def split_batch(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
@@ -210,8 +230,8 @@ class Decoder:
         self._pool = None
         if options.kind == "beam":
             labels = ["" if token == vocabulary.tokens[vocabulary.blank] else token for token in vocabulary.tokens]
-            self._beam_search = BeamSearch(labels, self._language_model(unigrams), options.hotwords,
-                                           options.hotword_weight)
+            hotwords = normalize_hotwords(options.hotwords, vocabulary)
+            self._beam_search = BeamSearch(labels, self._language_model(unigrams), hotwords, options.hotword_weight)
 
     def _language_model(self, unigrams: list[str] | None) -> LanguageModel | None:
         """pyctcdecode's scorer over the KenLM model at ``options.lm``, weighted by alpha and beta."""

@@ -184,6 +184,27 @@ def test_hotword_boosts_a_slightly_less_likely_word():
     assert decoder("beam", workers=1, hotwords=["cat"], hotword_weight=1.0).decode([clear])[0].text == "the cot sat"
 
 
+PARIS = matrix("__p_aa_r_", {"i": 0.4, "y": 0.5}, "_ss__")  # acoustically "parys", by a little
+
+
+@pytest.mark.parametrize("hotword", ["paris", "Paris", "PARIS", "parís", "paris!", " «Paris» "])
+def test_hotwords_are_normalised_like_transcripts(hotword):
+    assert decoder("beam", workers=1).decode([PARIS])[0].text == "parys"
+    assert decoder("beam", workers=1, hotwords=[hotword]).decode([PARIS])[0].text == "paris"
+
+
+@pytest.mark.parametrize("hotword, problem", [("5th", "cannot be spelled"), ("naïve£", "'£'"), ("!!", "no letters")])
+def test_a_hotword_the_model_cannot_spell_is_refused(hotword, problem):
+    with pytest.raises(DecoderError, match=problem) as error:
+        decoder("beam", workers=1, hotwords=[hotword])
+    assert repr(hotword) in str(error.value)
+
+
+def test_greedy_decoding_refuses_hotwords():
+    with pytest.raises(DecoderError, match="greedy decoding takes no hotwords"):
+        decoder("greedy", hotwords=["paris"])
+
+
 # ---------------------------------------------------------------- with an LM
 
 
@@ -385,6 +406,16 @@ def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "model.pt"
     save_checkpoint(path, model_state(model.eval(), FeatureConfig(), VOCABULARY))
     return path
+
+
+def test_cli_refuses_hotwords_with_greedy_decoding_and_unspellable_hotwords(tiny_model):
+    result = run_cli("transcribe", SAMPLES / "LJ001-0002.flac", "--model", tiny_model, "--decoder", "greedy",
+                     "--hotword", "paris")
+    assert_one_line_error(result, "--hotword", "greedy")
+    result = run_cli("transcribe", SAMPLES / "LJ001-0002.flac", "--model", tiny_model, "--decoder", "beam",
+                     "--hotword", "5th")
+    assert_one_line_error(result, "--hotword", "'5th'")
+    assert result.stdout == ""
 
 
 def test_cli_refuses_an_out_of_range_alpha(tiny_model, lm):
