@@ -261,18 +261,19 @@ def prepare(
     seed: Annotated[Optional[int], typer.Option(help="Chooses the held-out speakers or utterances.")] = None,
 ) -> None:
     """Write train/dev/test manifests for a corpus (the splits it has or that can be carved)."""
-    from asr.corpora import prepare_corpus, summarize
+    from asr.corpora import check_options, prepare_corpus, summarize
 
+    if checksum is not None and not download:
+        raise typer.BadParameter("applies only with --download", param_hint="--checksum")
+    options = {"subsets": subset, "split": split.value if split else None, "dev_speakers": dev_speakers,
+               "holdout": holdout, "seed": seed}
+    options = {name: value for name, value in options.items() if value is not None}
+    check_options(corpus.value, directory, **options)
     if download:
         from asr.download import download_corpus
 
         download_corpus(corpus.value, directory, subset, checksum, progress=True)
-    elif checksum is not None:
-        raise typer.BadParameter("applies only with --download", param_hint="--checksum")
-    options = {"subsets": subset, "split": split.value if split else None, "dev_speakers": dev_speakers,
-               "holdout": holdout, "seed": seed}
-    counts = prepare_corpus(corpus.value, directory, out, progress=True,
-                            **{name: value for name, value in options.items() if value is not None})
+    counts = prepare_corpus(corpus.value, directory, out, progress=True, **options)
     typer.echo(f"{out}: {summarize(counts.items())}")
 
 

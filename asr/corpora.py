@@ -70,15 +70,22 @@ def split_speakers(recordings: list[Recording], dev_speakers: int, seed: int = 0
 def split_utterances(recordings: list[Recording], fraction: float, seed: int = 0) -> list[Recording]:
     """Move a random ``fraction`` of the training recordings (at least one) to "dev", and as many
     others to "test": for single-speaker corpora, where speakers cannot be held out."""
+    _check_holdout(fraction)
     train = [r for r in recordings if r.split == "train"]
     count = max(1, round(len(train) * fraction))
-    if not 0 < fraction < 0.5 or 2 * count >= len(train):
+    if 2 * count >= len(train):
         raise CorpusError(f"cannot hold out {fraction:g} of {len(train)} utterances for dev and again for test "
-                          "(the share must be above 0 and below 0.5, and leave training utterances)")
+                          "(it must leave training utterances)")
     chosen = random.Random(seed).sample(train, 2 * count)
     for index, recording in enumerate(chosen):
         recording.split = "dev" if index < count else "test"
     return recordings
+
+
+def _check_holdout(fraction: float) -> None:
+    if not 0 < fraction < 0.5:
+        raise CorpusError(f"cannot hold out {fraction:g} of the utterances for dev and again for test "
+                          "(the share must be above 0 and below 0.5)")
 
 
 def write_splits(recordings: list[Recording], out: Path, convert: Callable[[Recording], Path] | None = None,
@@ -243,9 +250,8 @@ def librispeech_recordings(root: Path, subsets: Sequence[str] | None = None) -> 
         if not subsets:
             raise CorpusError(f"{root}: no LibriSpeech subset folders ({', '.join(LIBRISPEECH_SUBSETS)})")
     recordings = []
+    _check_subsets(subsets)
     for subset in subsets:
-        if subset not in LIBRISPEECH_SUBSETS:
-            raise CorpusError(f"{subset}: not a LibriSpeech subset ({', '.join(LIBRISPEECH_SUBSETS)})")
         _require_folder(root / subset, f"LibriSpeech {subset}")
         transcripts = sorted((root / subset).glob("*/*/*.trans.txt"))
         if not transcripts:
@@ -261,6 +267,12 @@ def librispeech_recordings(root: Path, subsets: Sequence[str] | None = None) -> 
                 recordings.append(Recording(audio, text, utterance_id.split("-")[0], LIBRISPEECH_SUBSETS[subset],
                                             subset=subset))
     return recordings
+
+
+def _check_subsets(subsets: Sequence[str]) -> None:
+    for subset in subsets:
+        if subset not in LIBRISPEECH_SUBSETS:
+            raise CorpusError(f"{subset}: not a LibriSpeech subset ({', '.join(LIBRISPEECH_SUBSETS)})")
 
 
 def prepare_librispeech(root: str | Path, out: str | Path, subsets: Sequence[str] | None = None,
@@ -414,10 +426,7 @@ def prepare_kaldi(root: str | Path, out: str | Path, split: str = "train", dev_s
                   seed: int = 0, progress: bool = False) -> dict[str, int]:
     """One data directory as ``split``; from a training one, ``dev_speakers`` speakers (a tenth
     of them, at least one, by default) are held out for dev."""
-    if split not in SPLITS:
-        raise CorpusError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    if split != "train" and dev_speakers is not None:
-        raise CorpusError(f"dev speakers are held out of a training directory, and {root} is prepared as {split}")
+    _check_kaldi_split(root, split, dev_speakers)
     out = Path(out)
     recordings = kaldi_recordings(Path(root), split)
     if split == "train":
@@ -426,20 +435,41 @@ def prepare_kaldi(root: str | Path, out: str | Path, split: str = "train", dev_s
     return write_splits(recordings, out, flac_converter(out, "kaldi"), "Kaldi", progress)
 
 
+def _check_kaldi_split(root: str | Path, split: str, dev_speakers: int | None) -> None:
+    if split not in SPLITS:
+        raise CorpusError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if split != "train" and dev_speakers is not None:
+        raise CorpusError(f"dev speakers are held out of a training directory, and {root} is prepared as {split}")
+
+
 CORPORA: dict[str, Callable[..., dict[str, int]]] = {
     "an4": prepare_an4, "fsdd": prepare_fsdd, "librispeech": prepare_librispeech, "ljspeech": prepare_ljspeech,
     "commonvoice": prepare_commonvoice, "kaldi": prepare_kaldi,
 }
 
 
-def prepare_corpus(corpus: str, root: str | Path, out: str | Path, progress: bool = False, **options) -> dict[str, int]:
-    """Run ``corpus``'s preparer, refusing options that do not apply to it."""
+def check_options(corpus: str, root: str | Path, **options) -> None:
+    """Refuse an unknown corpus, options that do not apply to it and values out of range, before
+    any work (a download of gigabytes, say) is done."""
     if corpus not in CORPORA:
         raise CorpusError(f"{corpus}: unknown corpus (known: {', '.join(CORPORA)})")
     accepted = inspect.signature(CORPORA[corpus]).parameters
     for option in options:
         if option not in accepted:
             raise CorpusError(f"{corpus}: the {option.replace('_', ' ')} option does not apply")
+    if (options.get("dev_speakers") or 0) < 0:
+        raise CorpusError(f"cannot hold out {options['dev_speakers']} dev speakers")
+    if "holdout" in options:
+        _check_holdout(options["holdout"])
+    if options.get("subsets") is not None:
+        _check_subsets(options["subsets"])
+    if corpus == "kaldi":
+        _check_kaldi_split(root, options.get("split", "train"), options.get("dev_speakers"))
+
+
+def prepare_corpus(corpus: str, root: str | Path, out: str | Path, progress: bool = False, **options) -> dict[str, int]:
+    """Run ``corpus``'s preparer, refusing options that do not apply to it."""
+    check_options(corpus, root, **options)
     return CORPORA[corpus](root, out, progress=progress, **options)
 
 

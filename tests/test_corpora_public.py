@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,7 +111,7 @@ def test_ljspeech_holdout_is_seeded(tmp_path):
 
     assert dev(1) == dev(1)
     assert len({dev(seed) for seed in range(6)}) > 1
-    with pytest.raises(CorpusError, match="cannot hold out 0.5 of 3 utterances"):
+    with pytest.raises(CorpusError, match="cannot hold out 0.5 of the utterances"):
         prepare_ljspeech(LJSPEECH, tmp_path / "x", holdout=0.5)
 
 
@@ -288,6 +290,28 @@ def test_options_that_do_not_apply_are_refused(tmp_path):
     with pytest.raises(CorpusError, match="librispeech: the dev speakers option does not apply"):
         prepare_corpus("librispeech", LIBRISPEECH, tmp_path, dev_speakers=2)
     assert prepare_corpus("kaldi", KALDI / "train", tmp_path, split="dev") == {"dev": 4}
+
+
+@pytest.mark.parametrize("corpus, option, named", [
+    ("ljspeech", ["--dev-speakers", "3"], "ljspeech: the dev speakers option does not apply"),
+    ("librispeech", ["--seed", "1"], "librispeech: the seed option does not apply"),
+    ("an4", ["--holdout", "0.1"], "an4: the holdout option does not apply"),
+    ("ljspeech", ["--holdout", "0.7"], "cannot hold out 0.7"),
+    ("an4", ["--dev-speakers", "-1"], "cannot hold out -1 dev speakers"),
+])
+def test_cli_prepare_checks_options_before_downloading(corpus, option, named, tmp_path, monkeypatch, capsys):
+    import asr.download
+    import cli
+
+    fetched = []
+    monkeypatch.setattr(asr.download, "fetch", lambda url, *args, **kwargs: fetched.append(url))
+    monkeypatch.setattr(sys, "argv", ["asr", "prepare", corpus, str(tmp_path / "corpus"), "--out",
+                                      str(tmp_path / "out"), "--download", *option])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    result = subprocess.CompletedProcess(sys.argv, exit_.value.code, "", capsys.readouterr().err)
+    assert_one_line_error(result, named)
+    assert fetched == []
 
 
 @pytest.mark.parametrize("name", ["librispeech_100h", "librispeech_960h"])
