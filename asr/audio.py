@@ -69,7 +69,7 @@ def _open(path: Path, raw: RawFormat | None) -> soundfile.SoundFile:
     layout = {} if raw is None else dict(format="RAW", subtype=raw.subtype, samplerate=raw.sample_rate,
                                           channels=raw.channels, endian=raw.byte_order.upper())
     try:
-        return soundfile.SoundFile(path, **layout)
+        return soundfile.SoundFile(os.fsencode(path), **layout)  # bytes: a name need not be valid UTF-8
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
 

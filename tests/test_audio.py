@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -11,7 +12,7 @@ import soundfile
 
 from asr.audio import SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
 from asr.errors import AsrError
-from conftest import AN4, FSDD, SAMPLES, rms
+from conftest import AN4, FSDD, SAMPLES, rms, run_cli
 
 AN4_RAW = AN4 / "wav" / "an4_clstk" / "fash" / "an251-fash-b.raw"  # 32000 bytes: 1.0 s of 16-bit PCM
 BIG_ENDIAN = RawFormat(sample_rate=16_000, byte_order="big")
@@ -199,3 +200,11 @@ def test_audio_duration_wav_and_raw(tmp_path):
 def test_resampling_to_another_rate():
     samples = load_audio(FSDD / "recordings" / "7_george_0.wav", sample_rate=8000)
     assert len(samples) == soundfile.info(FSDD / "recordings" / "7_george_0.wav").frames
+
+
+def test_cli_reads_a_file_whose_name_is_not_utf8(tmp_path):
+    name = os.fsdecode(b"\xff\xfe.wav")  # as the shell passes $'\xff\xfe.wav'
+    shutil.copyfile(FSDD / "recordings" / "7_george_0.wav", tmp_path / name)
+    result = run_cli("transcribe", name, "--decoder", "greedy", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "seven"
