@@ -18,8 +18,7 @@ from asr.audio import SAMPLE_RATE
 
 NORMALIZATIONS = ("per_feature", "all_features")
 EQ_POINTS = 5  # a random EQ curve's free points across the mel bins: broad tilts and humps, as channels differ
-LOG_FLOOR = 1e-6  # added to mel power before the log (with remove_level, to power relative to the mean)
-SILENCE_POWER = 1e-12  # a mean mel power below this is digital silence, not a level to remove
+LOG_FLOOR = 1e-6  # added to mel power before the log
 
 
 @dataclass
@@ -40,10 +39,6 @@ class FeatureConfig:
     prior_frames: float = 0.0
     prior_mean: list[float] = field(default_factory=list)
     prior_std: list[float] = field(default_factory=list)
-    # With a prior, divide each utterance's mel power by its mean over the utterance first (the prior is
-    # measured so too), so that its gain is gone exactly however short it is: the prior pools the bins'
-    # shape, not the recording's loudness.
-    remove_level: bool = False
     # Random channel, applied in training only: each utterance's mel power scaled by a gain drawn in
     # +-random_gain_db and a smooth EQ curve, drawn in +-random_eq_db at EQ_POINTS points evenly spread over
     # the mel bins and linear between them, as another microphone, room and level colour a voice. With a
@@ -68,8 +63,6 @@ class FeatureConfig:
             yield "prior_frames", f"must be zero or more, not {self.prior_frames}"
         if self.prior_frames > 0 and self.normalize != "per_feature":
             yield "prior_frames", "needs normalize: per_feature"
-        if self.remove_level and self.prior_frames == 0:
-            yield "remove_level", "needs prior_frames (normalising each utterance on its own removes its level already)"
         for key in ("prior_mean", "prior_std"):
             if getattr(self, key) and len(getattr(self, key)) != self.n_mels:
                 yield key, f"must hold one value per mel bin ({self.n_mels}), not {len(getattr(self, key))}"
@@ -151,18 +144,12 @@ class LogMelFrontend(nn.Module):
 
     def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor, recolour: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel features (batch, n_mels, frames) before per-bin normalisation, less each utterance's level
-        with remove_level, and each utterance's frame count; ``recolour`` puts each utterance through a random
-        channel first."""
+        """Log-mel features (batch, n_mels, frames) before per-bin normalisation, and each utterance's frame
+        count; ``recolour`` puts each utterance through a random channel first."""
         power = self.mel_power(waveforms, lengths)
         if recolour and (self.config.random_gain_db > 0 or self.config.random_eq_db > 0):
             power = power * self.random_channel(len(power), power.device)[:, :, None]
-        frame_lengths = self.config.num_frames(lengths)
-        if self.config.remove_level:  # the floor too is relative to the level, so no cell depends on the gain
-            valid = valid_frames(power, frame_lengths)
-            mean_power = (power * valid).sum((1, 2)) / (frame_lengths.clamp(min=1) * power.shape[1])
-            power = power / mean_power.clamp(min=SILENCE_POWER)[:, None, None]
-        return torch.log(power + LOG_FLOOR), frame_lengths
+        return torch.log(power + LOG_FLOOR), self.config.num_frames(lengths)
 
     def random_channel(self, batch: int, device: torch.device) -> torch.Tensor:
         """(batch, n_mels) power gains of random channels: a gain and a smooth EQ curve per utterance."""

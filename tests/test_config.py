@@ -64,6 +64,18 @@ def test_unknown_key_names_the_dotted_key_and_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("text, key", [
+    ("augment:\n  tempos: [0.8, 1.0, 1.25]\n", "'augment.tempos'"),
+    ("augment:\n  pad_probability: 0.5\n", "'augment.pad_probability'"),
+    ("augment:\n  coloured_noise: true\n", "'augment.coloured_noise'"),
+    ("features:\n  prior_frames: 100\n  remove_level: true\n", "'features.remove_level'"),
+])
+def test_a_removed_knob_is_an_unknown_key(tmp_path, text, key):
+    """Knobs measured as no gain were removed (docs/experiments.md keeps their results): a config that still
+    names one is told so, rather than trained without it."""
+    rejected(write(tmp_path, MINIMAL + text), key, "unknown key")
+
+
+@pytest.mark.parametrize("text, key", [
     ("model:\n  rnn_layers: three\n", "'model.rnn_layers'"),
     ("model:\n  rnn_layers: 2.5\n", "'model.rnn_layers'"),
     ("training:\n  epochs: true\n", "'training.epochs'"),

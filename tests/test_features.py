@@ -164,27 +164,6 @@ def test_a_prior_pools_each_bins_statistics_with_that_many_frames_of_its_own():
                                normalize_per_utterance(features, lengths))
 
 
-def test_removing_the_level_makes_prior_normalised_features_independent_of_the_gain(speech, digit):
-    """A prior keeps part of a short word's loudness in its features; remove_level divides each utterance's
-    mel power by its own mean first, floor included, so 20 dB quieter (or digital silence) changes nothing
-    (or nothing breaks), while the spectral shape stays."""
-    waveforms, lengths = batch_of(speech, digit)
-    prior = dict(prior_frames=100.0, prior_mean=[-6.0] * 80, prior_std=[3.0] * 80)
-    for remove_level in (False, True):
-        module = frontend(remove_level=remove_level, **prior).eval()
-        features, _ = module(waveforms, lengths)
-        quieter, _ = module(waveforms * 0.1, lengths)
-        difference = (features - quieter).abs().max().item()
-        assert (difference < 1e-4) == remove_level, f"remove_level={remove_level}: gain changed features by {difference}"
-    log_power, _ = module.log_mel(waveforms, lengths)
-    power = log_power.exp() - LOG_FLOOR
-    torch.testing.assert_close(power[1, :, :int(module.config.num_frames(len(digit)))].mean(), torch.tensor(1.0))
-    silent, _ = module(torch.zeros_like(waveforms), lengths)
-    assert silent.isfinite().all()
-    assert dict(FeatureConfig(remove_level=True).problems()) == {
-        "remove_level": "needs prior_frames (normalising each utterance on its own removes its level already)"}
-
-
 def test_normalizing_over_all_features_keeps_the_spectral_shape():
     """One mean and variance per utterance: a gain (an offset in log power) is removed, while the
     differences between bins, all a word cut to its speech has to tell it from another, stay."""

@@ -220,15 +220,11 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(manifests, tmp_path, monk
     assert caplog.text.count("no native bf16 instructions") == (0 if native else 1), caplog.text
 
 
-@pytest.mark.parametrize("remove_level", [False, True])
-def test_prior_statistics_are_measured_on_the_training_audio_and_kept_in_the_checkpoint(manifests, tmp_path,
-                                                                                        remove_level):
-    """features.prior_frames: the training set's per-bin statistics are measured before the first step (each
-    utterance's level removed first with remove_level), kept in the checkpoint, and the model loaded from it
-    normalises with them."""
+def test_prior_statistics_are_measured_on_the_training_audio_and_kept_in_the_checkpoint(manifests, tmp_path):
+    """features.prior_frames: the training set's per-bin statistics are measured before the first step, kept in
+    the checkpoint, and the model loaded from it normalises with them."""
     config = load_config(two_utterance_config(manifests, tmp_path))
     config.features.prior_frames = 50.0
-    config.features.remove_level = remove_level
     train(config, tmp_path / "run", device="cpu")
     saved = load_checkpoint(tmp_path / "run" / "last.pt")["feature_config"]
     utterances = read_manifest(manifests[1])[:2]
@@ -236,7 +232,6 @@ def test_prior_statistics_are_measured_on_the_training_audio_and_kept_in_the_che
     batches = [(waveform[None], torch.tensor([len(waveform)])) for waveform in waveforms]
     mean, std = prior_statistics(LogMelFrontend(config.features), batches)
     assert saved["prior_frames"] == 50.0
-    assert saved["remove_level"] == remove_level
     torch.testing.assert_close(torch.tensor(saved["prior_mean"]), torch.tensor(mean))
     torch.testing.assert_close(torch.tensor(saved["prior_std"]), torch.tensor(std))
     frontend = load_model(tmp_path / "run" / "last.pt", "cpu").frontend
