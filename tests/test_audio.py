@@ -12,7 +12,7 @@ import soundfile
 
 from asr.audio import SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
 from asr.errors import AsrError
-from conftest import AN4, FSDD, SAMPLES, rms, run_cli
+from helpers import AN4, FSDD, SAMPLES, rms, run_cli
 
 AN4_RAW = AN4 / "wav" / "an4_clstk" / "fash" / "an251-fash-b.raw"  # 32000 bytes: 1.0 s of 16-bit PCM
 BIG_ENDIAN = RawFormat(sample_rate=16_000, byte_order="big")

@@ -14,7 +14,7 @@ from asr.audio import SAMPLE_RATE, load_audio
 from asr.augment import (AugmentConfig, Augmentation, add_noise, change_speed, mean_power, to_narrowband, trim_silence,
                          trimmed_durations)
 from asr.config import ConfigError, from_dict
-from conftest import SAMPLES
+from helpers import SAMPLES
 
 CLIP = SAMPLES / "LJ001-0002.flac"
 

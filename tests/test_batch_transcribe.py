@@ -20,7 +20,7 @@ import soundfile
 from asr.audio import load_audio
 from asr.evaluate import error_rates
 from asr.transcribe import AudioFile, find_audio
-from conftest import FSDD, REPO, SAMPLES, run_cli
+from helpers import FSDD, REPO, SAMPLES, run_cli
 
 CLIP = REPO / "data" / "samples" / "an4-cen6-mmkw-b.flac"  # "two nine six six two", 16 kHz
 SUMMARY = re.compile(r"^(\d+) transcribed, (\d+) failed, (\d+) skipped: \d+\.\d\d h of audio in \d+\.\d s"

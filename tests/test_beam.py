@@ -21,7 +21,7 @@ from asr.features import FeatureConfig
 from asr.lm import build_lm, check_lm
 from asr.model import AcousticModel, ModelConfig
 from asr.text import Vocabulary
-from conftest import SAMPLES, assert_one_line_error, run_cli
+from helpers import SAMPLES, assert_one_line_error, run_cli
 
 VOCABULARY = Vocabulary()
 FRAME_SECONDS = 0.02

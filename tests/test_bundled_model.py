@@ -8,7 +8,7 @@ import pytest
 
 from asr.checkpoint import DEFAULT_MODEL, load_model
 from asr.transcribe import transcribe_files
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 SAMPLES = REPO / "data" / "samples"
 

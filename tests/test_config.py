@@ -9,7 +9,7 @@ import yaml
 
 from asr.config import Config, load_config
 from asr.errors import AsrError, ConfigError
-from conftest import REPO, assert_one_line_error, run_cli
+from helpers import REPO, assert_one_line_error, run_cli
 
 MINIMAL = "data:\n  train: [train.jsonl]\n"
 

@@ -11,7 +11,7 @@ import soundfile
 from asr.audio import RawFormat, load_audio
 from asr.corpora import CorpusError, an4_recordings, prepare_an4, prepare_fsdd
 from asr.data import read_manifest
-from conftest import AN4, FSDD, assert_one_line_error, rms, run_cli
+from helpers import AN4, FSDD, assert_one_line_error, rms, run_cli
 
 AN4_TEXTS = {  # tests/data/an4/etc/an4_train.transcription, normalised
     "an253-fash-b": "go", "an251-fash-b": "yes", "an254-fash-b": "yes", "cen2-fash-b": "a m y",

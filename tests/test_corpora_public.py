@@ -17,7 +17,7 @@ from asr.config import load_config
 from asr.corpora import (CorpusError, kaldi_recordings, prepare_commonvoice, prepare_corpus, prepare_kaldi,
                          prepare_librispeech, prepare_ljspeech)
 from asr.data import read_manifest
-from conftest import DATA, REPO, assert_one_line_error, rms, run_cli
+from helpers import DATA, REPO, assert_one_line_error, rms, run_cli
 
 LIBRISPEECH = DATA / "librispeech"
 LJSPEECH = DATA / "ljspeech"

@@ -14,7 +14,7 @@ from asr.data import (Batch, DurationBatchSampler, ManifestError, SpeechDataset,
                       read_manifest, write_manifest)
 from asr.errors import AsrError
 from asr.text import TextError, Vocabulary
-from conftest import FSDD
+from helpers import FSDD
 
 SEVEN = FSDD / "recordings" / "7_george_0.wav"
 

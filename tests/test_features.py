@@ -9,7 +9,7 @@ import torch
 
 from asr.audio import load_audio
 from asr.features import LOG_FLOOR, FeatureConfig, LogMelFrontend, normalize_per_utterance
-from conftest import FSDD, SAMPLES
+from helpers import FSDD, SAMPLES
 
 
 @pytest.fixture(scope="module")

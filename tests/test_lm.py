@@ -16,7 +16,7 @@ from asr.features import FeatureConfig
 from asr.lm import KENLM_BINARY_MAGIC, LanguageModelError, build_lm, check_lm, corpus_lines, spelled_lines
 from asr.model import AcousticModel, ModelConfig
 from asr.text import Vocabulary
-from conftest import SAMPLES, assert_one_line_error, run_cli
+from helpers import SAMPLES, assert_one_line_error, run_cli
 
 VOCABULARY = Vocabulary()
 SENTENCES = [

@@ -16,7 +16,7 @@ from asr import SegmentOptions, load_model, transcribe, transcribe_files
 from asr.audio import AudioError, RawFormat, load_audio, stream_audio
 from asr.evaluate import error_rates
 from asr.segment import SegmentError, segment_stream
-from conftest import AN4, FSDD, REPO, SAMPLES
+from helpers import AN4, FSDD, REPO, SAMPLES
 
 BIG_ENDIAN = RawFormat(byte_order="big")
 GAP = 0.3  # seconds of digital silence between joined utterances

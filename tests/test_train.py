@@ -21,7 +21,7 @@ from asr.config import load_config
 from asr.data import read_manifest, write_manifest
 from asr.features import LogMelFrontend, prior_statistics
 from asr.train import keep_best_epochs, train
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 # Eight short utterances: four AN4 words (both speakers) and four FSDD digits.
 CHOSEN = {"an253-fash-b": "go", "an254-fash-b": "yes", "an199-mgah-b": "no", "an200-mgah-b": "start",

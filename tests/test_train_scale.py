@@ -23,7 +23,7 @@ from asr.checkpoint import load_checkpoint
 from asr.config import load_config
 from asr.data import read_manifest, write_manifest
 from asr.train import parameter_digest, train
-from conftest import REPO
+from helpers import REPO
 
 EPOCHS = 3
 

@@ -23,7 +23,7 @@ from asr.model import AcousticModel, ModelConfig
 from asr.subtitles import MAX_CUE_SECONDS, MAX_LINE_CHARS, group_cues, to_srt, to_vtt
 from asr.text import Vocabulary
 from asr.transcribe import Transcript, format_transcript, output_path, transcribe_files
-from conftest import run_cli
+from helpers import run_cli
 
 SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
 VTT_TIME = r"(\d\d):(\d\d):(\d\d)\.(\d\d\d)"

@@ -9,7 +9,7 @@ from asr.audio import load_audio
 from asr.checkpoint import load_model
 from asr.data import read_manifest
 from asr.words import cut_words, word_boundaries
-from conftest import REPO, assert_one_line_error, run_cli
+from helpers import REPO, assert_one_line_error, run_cli
 
 SAMPLES = REPO / "data" / "samples" / "samples.jsonl"  # "two nine six six two", "yes", "five"
 
