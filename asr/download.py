@@ -2,29 +2,32 @@
 
 Each archive is verified against its published checksum before anything is extracted,
 and extraction refuses any member that would land outside the target folder (absolute
-paths, ``..`` components, links pointing out, device files), so a tampered archive
-cannot write elsewhere.
+paths, ``..`` components, links pointing out, directly or through other links, device
+files), so a tampered archive cannot write elsewhere.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
+import shutil
 import string
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from tqdm import tqdm
 
-from asr.data import quiet_unless
 from asr.errors import AsrError
+from asr.data import quiet_unless
 
 CHUNK = 1 << 20
 log = logging.getLogger(__name__)
@@ -116,13 +119,19 @@ def download(url: str, target: Path, progress: bool = False) -> None:
             with open(partial, "ab" if have else "wb") as out, tqdm(
                     total=total, initial=have, desc=target.name, unit="B", unit_scale=True, unit_divisor=1024,
                     **quiet_unless(progress)) as bar:
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
+                try:
+                    while chunk := response.read(CHUNK):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+                except http.client.IncompleteRead as error:
+                    out.write(error.partial)  # the whole chunks before the cut, kept for resuming
+                    raise
     except urllib.error.HTTPError as error:
         if error.code != 416 or not have:  # 416: the range starts at the end, so the partial file is whole
             raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from None
         total = have
+    except http.client.HTTPException as error:  # a cut-short chunked body, a malformed response
+        raise DownloadError(f"{url}: download interrupted ({error!r}); run again to resume") from None
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", None) or error
         raise DownloadError(f"{url}: download failed ({reason}); run again to resume") from None
@@ -148,42 +157,71 @@ def verify(path: Path, checksum: str) -> None:
 
 
 def extract(archive: Path, folder: Path) -> None:
-    """Unpack a tar (gzip, bzip2, xz or none) or zip archive into ``folder``; every member is
-    checked before anything is written."""
+    """Unpack a tar (gzip, bzip2, xz or none) or zip archive into ``folder``: into a temporary
+    folder there first, renamed into place once every member is out, so a refused or broken
+    archive leaves nothing behind."""
     folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{archive.name}."))
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as package:
                 for name in package.namelist():
-                    _check_path(archive, name, folder)
-                package.extractall(folder)
-            return
-        with tarfile.open(archive) as package:
-            for member in package.getmembers():
-                _check_tar_member(archive, member, folder)
-            # Python's own "data" filter (3.11.4+, backported to 3.10.12) checks the same again.
-            package.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+                    _check_destination(archive, name, staging, folder)
+                package.extractall(staging)
+        else:
+            _extract_tar(archive, staging, folder)
+        _move_into(staging, folder)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as error:
         raise DownloadError(f"{archive}: cannot extract ({error})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_path(archive: Path, name: str, folder: Path) -> None:
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or not _within(folder, folder / path):
+def _extract_tar(archive: Path, staging: Path, folder: Path) -> None:
+    """Each member is checked against the real paths of what is already on disk just before
+    extractall writes it (it takes the members from the generator one at a time), so a chain of
+    links (``a -> .``, ``a/b -> ..``, ``a/b/x``) is caught where checking link targets as text
+    is not; Python's own "data" filter (3.11.4+, 3.10.12+) checks again where it exists."""
+    with tarfile.open(archive) as package:
+        members = package.getmembers()
+        checked = (_check_tar_member(archive, member, staging, folder) for member in members)
+        package.extractall(staging, members=checked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        for member in members:  # a link made before a later one changed what its target resolves to
+            if member.issym() and not _inside(staging / member.name, staging):
+                raise DownloadError(f"{archive}: link {member.name!r} points outside {folder} "
+                                    f"({member.linkname!r}); not extracted")
+
+
+def _check_tar_member(archive: Path, member: tarfile.TarInfo, staging: Path, folder: Path) -> tarfile.TarInfo:
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise DownloadError(f"{archive}: member {member.name!r} is a device or pipe; not extracted")
+    _check_destination(archive, member.name, staging, folder)
+    if member.issym() or member.islnk():
+        # A symbolic link's target is relative to its own folder, a hard link's to the archive root.
+        base = os.path.dirname(member.name) if member.issym() else ""
+        if not _inside(staging / base / member.linkname, staging):
+            raise DownloadError(f"{archive}: link {member.name!r} points outside {folder} "
+                                f"({member.linkname!r}); not extracted")
+    return member
+
+
+def _check_destination(archive: Path, name: str, staging: Path, folder: Path) -> None:
+    if not _inside(staging / name, staging):
         raise DownloadError(f"{archive}: member {name!r} would be written outside {folder}; not extracted")
 
 
-def _check_tar_member(archive: Path, member: tarfile.TarInfo, folder: Path) -> None:
-    _check_path(archive, member.name, folder)
-    if member.issym() or member.islnk():
-        # A symbolic link's target is relative to its own folder, a hard link's to the archive root.
-        base = (folder / member.name).parent if member.issym() else folder
-        if PurePosixPath(member.linkname).is_absolute() or not _within(folder, base / member.linkname):
-            raise DownloadError(f"{archive}: link {member.name!r} points outside {folder} "
-                                f"({member.linkname!r}); not extracted")
-    elif not (member.isfile() or member.isdir()):
-        raise DownloadError(f"{archive}: member {member.name!r} is a device or pipe; not extracted")
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, its links resolved as they are on disk now, lies in ``folder``."""
+    return Path(os.path.realpath(path)).is_relative_to(folder)
 
 
-def _within(folder: Path, path: Path) -> bool:
-    return Path(os.path.normpath(path)).is_relative_to(folder)
+def _move_into(source: Path, target: Path) -> None:
+    """Rename each entry of ``source`` into ``target``, merging into folders already there
+    (every LibriSpeech subset unpacks into one ``LibriSpeech/``)."""
+    for entry in source.iterdir():
+        destination = target / entry.name
+        if entry.is_dir() and not entry.is_symlink() and destination.is_dir() and not destination.is_symlink():
+            _move_into(entry, destination)
+        else:
+            os.replace(entry, destination)

@@ -14,7 +14,7 @@ import zipfile
 import pytest
 
 from asr.download import DownloadError, download, download_corpus, extract, fetch, verify
-from helpers import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -90,6 +90,36 @@ def test_extract_refuses_members_escaping_the_folder(tmp_path, kind):
     assert listing(tmp_path / "box") == ["out"]  # every member is checked before anything is written
 
 
+def symlink_chain(tar: tarfile.TarFile) -> None:
+    """Each link's target, read as text, stays inside; followed on disk, a/b is the folder's parent."""
+    add_link(tar, "a", ".")
+    add_link(tar, "a/b", "..")
+    add_file(tar, "a/b/escaped.txt", b"evil")
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["with the data filter", "without it"])
+def test_extract_refuses_a_chain_of_symlinks(tmp_path, monkeypatch, data_filter):
+    if not data_filter:  # as on Python before 3.11.4 and 3.10.12: links followed as they are
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+        monkeypatch.setattr(tarfile.TarFile, "extraction_filter", staticmethod(tarfile.fully_trusted_filter))
+    archive = make_tar(tmp_path / "evil.tar.gz", extra=symlink_chain)
+    out = tmp_path / "box" / "out"
+    out.mkdir(parents=True)
+    with pytest.raises(DownloadError, match=re.escape(f"{archive}: link 'a/b' points outside {out}")):
+        extract(archive, out)
+    assert listing(tmp_path / "box") == ["out"]  # nothing escaped, nothing half-extracted left
+
+
+def test_extract_merges_into_folders_already_there(tmp_path):
+    """Archives that share a top folder (LibriSpeech's subsets) unpack side by side."""
+    with tarfile.open(tmp_path / "second.tar", "w") as tar:
+        add_file(tar, "Corpus/a/other.txt", b"other")
+    extract(make_tar(tmp_path / "first.tar.gz"), tmp_path / "out")
+    extract(tmp_path / "second.tar", tmp_path / "out")
+    assert listing(tmp_path / "out") == ["Corpus", "Corpus/a", "Corpus/a/b", "Corpus/a/b/clip.txt",
+                                         "Corpus/a/other.txt", "Corpus/latest", "Corpus/readme.txt"]
+
+
 def test_extract_refuses_zip_traversal(tmp_path):
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as package:
         package.writestr("ok.txt", "fine")
@@ -128,9 +158,11 @@ def test_download_file_url_starts_over_without_ranges(tmp_path):
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD at /corpus.bin, honouring ``Range: bytes=N-``; records the ranges asked for."""
+    """Serves PAYLOAD at /corpus.bin, honouring ``Range: bytes=N-``; records the ranges asked for.
+    With ``cut_at`` set, the first response is chunked and closes the connection after that many bytes."""
 
     ranges: list[str] = []
+    cut_at: int | None = None
 
     def do_GET(self):
         if self.path != "/corpus.bin":
@@ -140,6 +172,17 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         self.ranges.append(requested)
         start = int(re.fullmatch(r"bytes=(\d+)-", requested).group(1)) if requested else 0
         self.send_response(206 if requested else 200)
+        if self.cut_at is not None:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for offset in range(start, len(PAYLOAD), 1 << 16):  # announced in full, sent up to cut_at
+                self.wfile.write(b"%x\r\n" % (1 << 16) + PAYLOAD[offset:min(offset + (1 << 16), self.cut_at)])
+                if offset + (1 << 16) > self.cut_at:
+                    break
+                self.wfile.write(b"\r\n")
+            type(self).cut_at = None
+            self.close_connection = True
+            return
         self.send_header("Content-Length", str(len(PAYLOAD) - start))
         self.end_headers()
         self.wfile.write(PAYLOAD[start:])
@@ -151,7 +194,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    RangeHandler.ranges = []
+    RangeHandler.ranges, RangeHandler.cut_at = [], None
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -164,6 +207,23 @@ def test_download_resumes_a_partial_file(server, tmp_path):
     (tmp_path / "corpus.bin.part").write_bytes(PAYLOAD[:300_000])
     download(f"{server}/corpus.bin", target)
     assert RangeHandler.ranges == ["bytes=300000-"]
+    assert target.read_bytes() == PAYLOAD
+
+
+def test_download_cut_short_is_resumed_by_a_rerun(server, tmp_path):
+    """A connection closed before Content-Length bytes came (http.client.IncompleteRead) keeps the
+    partial file, and the next run asks for the rest."""
+    RangeHandler.cut_at = 300_000
+    target = tmp_path / "corpus.bin"
+    with pytest.raises(DownloadError, match=re.escape(f"{server}/corpus.bin: download interrupted")
+                       + ".*; run again to resume"):
+        download(f"{server}/corpus.bin", target)
+    assert not target.exists()
+    partial = (tmp_path / "corpus.bin.part").read_bytes()
+    have = len(partial)
+    assert 0 < have <= 300_000 and partial == PAYLOAD[:have]
+    download(f"{server}/corpus.bin", target)
+    assert RangeHandler.ranges == [None, f"bytes={have}-"]
     assert target.read_bytes() == PAYLOAD
 
 
