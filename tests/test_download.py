@@ -14,7 +14,7 @@ import zipfile
 import pytest
 
 from asr.download import DownloadError, download, download_corpus, extract, fetch, verify
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
