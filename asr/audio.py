@@ -23,6 +23,7 @@ RAW_SUFFIXES = {".raw", ".pcm"}
 # Outside this range a header's rate is damage, not audio (and resampling 1 Hz audio to 16 kHz would take forever).
 RATE_RANGE = (1_000, 1_000_000)
 BLOCK_SECONDS = 10.0  # what stream_audio reads at a time
+MAX_CHANNELS = 64  # a 2-D array whose shorter axis is longer than this is not (samples, channels) audio
 
 
 class AudioError(AsrError):
@@ -120,6 +121,25 @@ def mono_stream(blocks: Iterable[np.ndarray], rate: int, sample_rate: int = SAMP
         raise AudioError(f"{source}: contains no audio samples")
     if resampler:
         yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+
+def samples_first(samples: np.ndarray, source: str = "audio") -> np.ndarray:
+    """Samples given as (samples,), (samples, channels) as soundfile reads them, or (channels, samples)
+    as librosa and torchaudio do, as (samples,) or (samples, channels): the longer axis is time.
+
+    An array whose layout cannot be told that way (square, or both axes too long for channels)
+    is refused rather than guessed, since the wrong guess transcribes a handful of "samples".
+    """
+    if samples.ndim == 1 or samples.size == 0:
+        return samples.reshape(-1) if samples.size == 0 else samples
+    if samples.ndim != 2:
+        raise AudioError(f"{source}: a {samples.ndim}-dimensional array is not audio "
+                         "(pass (samples,), (samples, channels) or (channels, samples))")
+    rows, columns = samples.shape
+    if rows == columns or min(rows, columns) > MAX_CHANNELS:
+        raise AudioError(f"{source}: cannot tell samples from channels in a {rows}x{columns} array "
+                         f"(the longer axis is taken as time, with at most {MAX_CHANNELS} channels)")
+    return samples if rows > columns else samples.T
 
 
 def check_sample_rate(rate: float, source: str = "audio") -> None:

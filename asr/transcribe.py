@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asr.audio import RAW_SUFFIXES, AudioError, RawFormat, audio_duration, mono_stream, stream_audio
+from asr.audio import RAW_SUFFIXES, AudioError, RawFormat, audio_duration, mono_stream, samples_first, stream_audio
 from asr.checkpoint import Recognizer
 from asr.data import quiet_unless, write_text_atomically
 from asr.decoding import Decoder, Word, quiet_c_stderr, split_batch
@@ -101,10 +101,11 @@ def transcribe(recognizer: Recognizer, audio: str | os.PathLike | np.ndarray | t
                segmenting: SegmentOptions = SegmentOptions(), batch_seconds: float = 60.0) -> Transcript:
     """Transcribe one recording: a file's path, or samples with their ``sample_rate``.
 
-    A numpy array is (samples,) or (samples, channels), as soundfile reads them; a tensor
-    is (samples,) or (channels, samples), as torchaudio does; integer samples are scaled to
-    [-1, 1]. Pass a ``decoder`` to reuse one (and its LM) across calls; otherwise the model's
-    default is built and closed here. Raises an AsrError when the audio cannot be used.
+    A numpy array or tensor is (samples,), or (samples, channels) as soundfile reads them, or
+    (channels, samples) as librosa and torchaudio do: the longer axis is time, and an array
+    whose layout that cannot tell is refused. Integer samples are scaled to [-1, 1]. Pass a
+    ``decoder`` to reuse one (and its LM) across calls; otherwise the model's default is built
+    and closed here. Raises an AsrError when the audio cannot be used.
     """
     model_rate = recognizer.frontend.config.sample_rate
     if isinstance(audio, (str, os.PathLike)):
@@ -112,7 +113,8 @@ def transcribe(recognizer: Recognizer, audio: str | os.PathLike | np.ndarray | t
     else:
         if sample_rate is None:
             raise AudioError("audio: samples need their sample rate (sample_rate=...)")
-        samples = _as_float(audio.detach().cpu().numpy().T if isinstance(audio, torch.Tensor) else np.asarray(audio))
+        array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+        samples = samples_first(_as_float(array))
         source = _Source("", lambda: mono_stream([samples], sample_rate, model_rate))
     own_decoder = decoder is None
     decoder = decoder or recognizer.decoder()

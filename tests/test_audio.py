@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr.audio import SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
+from asr.audio import SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio, samples_first
 from asr.errors import AsrError
 from helpers import AN4, FSDD, SAMPLES, rms, run_cli
 
@@ -208,3 +208,35 @@ def test_cli_reads_a_file_whose_name_is_not_utf8(tmp_path):
     result = run_cli("transcribe", name, "--decoder", "greedy", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "seven"
+
+
+@pytest.mark.parametrize("shape, expected", [((48_000,), (48_000,)), ((48_000, 2), (48_000, 2)),
+                                             ((2, 48_000), (48_000, 2)), ((1, 300), (300, 1)), ((0, 2), (0,))])
+def test_samples_first_takes_the_longer_axis_as_time(shape, expected):
+    samples = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    oriented = samples_first(samples)
+    assert oriented.shape == expected
+    if len(shape) == 2 and 0 < shape[0] < shape[1]:
+        assert np.array_equal(oriented, samples.T)
+
+
+@pytest.mark.parametrize("shape, problem", [((2, 2), "2x2"), ((500, 400), "500x400"), ((2, 3, 48_000), "3-dimensional")])
+def test_samples_first_refuses_a_layout_it_cannot_tell(shape, problem):
+    with pytest.raises(AudioError, match=problem):
+        samples_first(np.zeros(shape, dtype=np.float32))
+
+
+def test_transcribe_takes_channels_first_arrays_as_librosa_returns_them():
+    from asr.checkpoint import load_model
+    from asr.transcribe import transcribe
+
+    recognizer = load_model(device="cpu")
+    greedy = recognizer.decoder("greedy")
+    samples, rate = soundfile.read(FSDD / "recordings" / "7_george_0.wav", dtype="float32")
+    stereo = np.stack([samples, 0.5 * samples])  # (2, samples), as librosa.load(mono=False) gives
+    expected = transcribe(recognizer, stereo.T, rate, greedy)
+    assert expected.text == "seven"
+    channels_first = transcribe(recognizer, stereo, rate, greedy)
+    assert channels_first.text == expected.text and channels_first.duration == expected.duration
+    with pytest.raises(AudioError, match="cannot tell samples from channels"):
+        transcribe(recognizer, np.zeros((300, 300), dtype=np.float32), rate, greedy)
