@@ -63,14 +63,20 @@ class DecoderOptions:
             raise DecoderError(f"unknown decoder {self.kind!r} (choose {' or '.join(DECODERS)})")
         if self.beam_width < 1:
             raise DecoderError(f"--beam-width must be at least 1, not {self.beam_width}")
-        if not ALPHA_RANGE[0] <= self.alpha <= ALPHA_RANGE[1]:
-            raise DecoderError(f"--alpha must be in [{ALPHA_RANGE[0]:g}, {ALPHA_RANGE[1]:g}], not {self.alpha:g}")
-        if not BETA_RANGE[0] <= self.beta <= BETA_RANGE[1]:
-            raise DecoderError(f"--beta must be in [{BETA_RANGE[0]:g}, {BETA_RANGE[1]:g}], not {self.beta:g}")
+        check_lm_weights([self.alpha], [self.beta])
         if not 0 < self.blank_skip_prob <= 1:
             raise DecoderError(f"blank_skip_prob must be in (0, 1], not {self.blank_skip_prob:g}")
         if self.kind == "greedy" and self.hotwords:
             raise DecoderError("--hotword: greedy decoding takes no hotwords (use --decoder beam)")
+
+
+def check_lm_weights(alphas: Sequence[float], betas: Sequence[float], options: tuple[str, str] = ("--alpha", "--beta")
+                     ) -> None:
+    """Every LM weight and insertion bonus in its range; ``options`` names them in the error."""
+    for values, (low, high), option in ((alphas, ALPHA_RANGE, options[0]), (betas, BETA_RANGE, options[1])):
+        for value in values:
+            if not low <= value <= high:
+                raise DecoderError(f"{option} must be in [{low:g}, {high:g}], not {value:g}")
 
 
 def normalize_hotwords(hotwords: Sequence[str], vocabulary: Vocabulary) -> list[str]:

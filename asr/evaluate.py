@@ -15,7 +15,7 @@ from tqdm import tqdm
 from asr.checkpoint import Recognizer
 from asr.data import (AudioAugmentation, DurationBatchSampler, SpeechDataset, Utterance, collate, quiet_unless,
                       read_manifest, write_text_atomically)
-from asr.decoding import Decoder, split_batch
+from asr.decoding import Decoder, check_lm_weights, split_batch
 from asr.text import normalize_text
 
 
@@ -95,6 +95,7 @@ def hypotheses_per_lm_weights(decoder: Decoder, log_probs: Sequence[np.ndarray],
 def tune_lm_weights(recognizer: Recognizer, manifests: Sequence[str | Path], decoder: Decoder, alphas: Sequence[float],
                     betas: Sequence[float], progress: bool = False) -> list[tuple[float, float, ErrorRates]]:
     """WER for every (alpha, beta) pair; the acoustic model runs once and its outputs are reused."""
+    check_lm_weights(alphas, betas, ("--alphas", "--betas"))  # before the acoustic model's minutes, not after
     _, references, log_probs = model_outputs(recognizer, manifests, progress)
     grid = hypotheses_per_lm_weights(decoder, log_probs, alphas, betas, progress)
     return [(alpha, beta, error_rates(references, hypotheses)) for (alpha, beta), hypotheses in grid.items()]

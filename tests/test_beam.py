@@ -418,6 +418,13 @@ def test_cli_refuses_hotwords_with_greedy_decoding_and_unspellable_hotwords(tiny
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("option, values", [("--alphas", "0,9"), ("--betas", "1,nan")])
+def test_cli_tune_lm_checks_its_grid_before_reading_the_manifest(tiny_model, lm, tmp_path, option, values):
+    missing = tmp_path / "missing.jsonl"  # read only after the grid is checked
+    result = run_cli("tune-lm", missing, "--lm", lm, "--model", tiny_model, option, values, "--no-save")
+    assert_one_line_error(result, option, f"not {values.split(',')[1]}")
+
+
 def test_cli_refuses_an_out_of_range_alpha(tiny_model, lm):
     result = run_cli("transcribe", SAMPLES / "LJ001-0002.flac", "--model", tiny_model, "--lm", lm, "--alpha", "9")
     assert_one_line_error(result, "--alpha", "not 9")
