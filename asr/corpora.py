@@ -5,7 +5,8 @@ and ``test.jsonl`` where it has them: the corpus's own splits where it has its o
 speakers carved out of the training speakers (never shared with train), or for a
 single-speaker corpus, dev and test utterances. Audio already in 16 kHz mono WAV or FLAC is
 used where it lies; anything else is written as 16 kHz FLAC under ``OUT/audio``.
-Transcripts that cannot be written in the model's characters are skipped and counted.
+Transcripts that cannot be written in the model's characters, and audio that cannot be read,
+are skipped and counted. Converted audio is written atomically and reused by a rerun.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import inspect
 import logging
 import random
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from asr.audio import RAW_SUFFIXES, SAMPLE_RATE, RawFormat, audio_duration, load_audio
-from asr.data import Utterance, quiet_unless, write_manifest
+from asr.audio import RAW_SUFFIXES, SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
+from asr.data import Utterance, publish, quiet_unless, write_manifest
 from asr.errors import AsrError
 from asr.text import TextError, Vocabulary, normalize_text
 
@@ -90,23 +93,32 @@ def _check_holdout(fraction: float) -> None:
 
 def write_splits(recordings: list[Recording], out: Path, convert: Callable[[Recording], Path] | None = None,
                  desc: str = "preparing", progress: bool = False) -> dict[str, int]:
-    """Skip transcripts outside the vocabulary, convert audio where needed, measure durations,
-    and write one manifest per split and per named subset. Returns utterances per split."""
+    """Skip transcripts outside the vocabulary and audio that cannot be read, convert audio
+    where needed, measure durations, and write one manifest per split and per named subset.
+    Returns utterances per split."""
     vocabulary = Vocabulary()
     manifests: dict[str, list[Utterance]] = {}
     skipped = []
+    unreadable: list[AudioError] = []
     for recording in tqdm(recordings, desc=desc, unit="file", **quiet_unless(progress)):
         text = normalize_text(recording.text)
         if not _writable(text, vocabulary):
             skipped.append(recording)
             continue
-        audio = convert(recording) if convert else recording.audio
-        utterance = Utterance(audio, audio_duration(audio), text)
+        try:
+            audio = convert(recording) if convert else recording.audio
+            utterance = Utterance(audio, audio_duration(audio), text)
+        except AudioError as error:
+            unreadable.append(error)
+            continue
         for manifest in {recording.split, recording.subset} - {""}:
             manifests.setdefault(manifest, []).append(utterance)
     if skipped:
         log.warning("skipped %d of %d utterances: transcripts empty or with characters outside a-z and ' "
                     "(first: %s %r)", len(skipped), len(recordings), skipped[0].key, skipped[0].text)
+    if unreadable:
+        log.warning("skipped %d of %d utterances: audio unreadable (%s%s)", len(unreadable), len(recordings),
+                    "; ".join(map(str, unreadable[:3])), "; ..." if len(unreadable) > 3 else "")
     if not manifests:
         raise CorpusError(f"{out}: nothing to write: no utterance has a transcript in the vocabulary")
     for name, utterances in manifests.items():
@@ -125,13 +137,17 @@ def _writable(text: str, vocabulary: Vocabulary) -> bool:
 def flac_converter(out: Path, corpus: str, raw: RawFormat | None = None) -> Callable[[Recording], Path]:
     """A ``convert`` for :func:`write_splits`: 16 kHz mono WAV and FLAC files are used where they
     lie; anything else, and any segment of a file, becomes 16-bit FLAC at
-    ``OUT/audio/<corpus>/<split>/<key>.flac``. ``raw`` is the layout of headerless files."""
+    ``OUT/audio/<corpus>/<split>/<key>.flac``, unless a rerun finds it there, newer than its
+    source. ``raw`` is the layout of headerless files."""
     load = functools.lru_cache(maxsize=1)(load_audio)  # segments of one recording come one after another
 
     def convert(recording: Recording) -> Path:
         whole = recording.start == 0 and recording.end is None
         if whole and _is_16k_mono(recording.audio):
             return recording.audio
+        target = out / "audio" / corpus / recording.split / f"{recording.key}.flac"
+        if target.is_file() and target.stat().st_mtime >= recording.audio.stat().st_mtime:
+            return target  # converted by an earlier run: written atomically, so complete
         samples = load(recording.audio, SAMPLE_RATE, raw if recording.audio.suffix.lower() in RAW_SUFFIXES else None)
         if not whole:
             stop = None if recording.end is None else round(recording.end * SAMPLE_RATE)
@@ -140,12 +156,23 @@ def flac_converter(out: Path, corpus: str, raw: RawFormat | None = None) -> Call
             if not samples.size:
                 raise CorpusError(f"{recording.key}: segment from {recording.start:g} s lies outside "
                                   f"{recording.audio} ({duration:g} s long)")
-        target = out / "audio" / corpus / recording.split / f"{recording.key}.flac"
         target.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(target, samples, SAMPLE_RATE, subtype="PCM_16")
+        _write_flac(target, samples)
         return target
 
     return convert
+
+
+def _write_flac(target: Path, samples: np.ndarray) -> None:
+    """Through a temporary file renamed into place, so that a run killed mid-write leaves no
+    truncated FLAC for a rerun to take as converted."""
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as temporary:
+        try:
+            soundfile.write(temporary, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        except BaseException:
+            Path(temporary.name).unlink()
+            raise
+    publish(temporary.name, target)
 
 
 def _is_16k_mono(path: Path) -> bool:

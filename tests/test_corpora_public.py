@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -171,6 +172,53 @@ def test_commonvoice_sentences_with_unicode_line_breaks(commonvoice, tmp_path):
                      encoding="utf-8")
     assert prepare_commonvoice(commonvoice, tmp_path / "out") == {"train": 2, "dev": 1}
     assert [u.text for u in read_manifest(tmp_path / "out" / "train.jsonl")] == ["bye now", "tall trees"]
+
+
+def test_commonvoice_unreadable_clips_are_skipped_and_counted(commonvoice, tmp_path, caplog):
+    (commonvoice / "clips" / "common_voice_en_000010173.mp3").write_bytes(b"")
+    (commonvoice / "clips" / "common_voice_en_000050175.mp3").write_bytes(b"ID3 not really an mp3")
+    with caplog.at_level(logging.WARNING, logger="asr.corpora"):
+        assert prepare_commonvoice(commonvoice, tmp_path / "out") == {"train": 1}
+    warning = next(line for line in caplog.text.splitlines() if "audio unreadable" in line)
+    assert "skipped 2 of 4 utterances" in warning
+    assert "common_voice_en_000010173.mp3: empty file" in warning and "common_voice_en_000050175.mp3" in warning
+    assert [u.text for u in read_manifest(tmp_path / "out" / "train.jsonl")] == ["bye"]
+
+
+def test_commonvoice_rerun_reuses_converted_audio(commonvoice, tmp_path, monkeypatch):
+    """A run killed while writing a FLAC leaves no file a rerun would take as converted; a rerun
+    converts only what is missing (or older than its source)."""
+    real_write = soundfile.write
+
+    def killed_mid_write(file, samples, *args, **kwargs):
+        real_write(file, samples[:len(samples) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(soundfile, "write", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_commonvoice(commonvoice, tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*.flac*")) and not list((tmp_path / "out").rglob(".*"))
+    monkeypatch.setattr(soundfile, "write", real_write)
+    assert prepare_commonvoice(commonvoice, tmp_path / "out") == {"train": 2, "dev": 1}
+    converted = {path: path.stat() for path in (tmp_path / "out" / "audio").rglob("*.flac")}
+    assert len(converted) == 3
+
+    def load_audio_again(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr("asr.corpora.load_audio", load_audio_again)
+    assert prepare_commonvoice(commonvoice, tmp_path / "out") == {"train": 2, "dev": 1}
+    for path, stat in converted.items():
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    monkeypatch.undo()
+    changed = commonvoice / "clips" / "common_voice_en_000010168.mp3"
+    os.utime(changed, (changed.stat().st_atime, changed.stat().st_mtime + 3600))
+    prepare_commonvoice(commonvoice, tmp_path / "out")
+    assert {path for path, stat in converted.items() if path.stat().st_ino != stat.st_ino} == {
+        tmp_path / "out" / "audio" / "commonvoice" / "train" / "common_voice_en_000010168.flac"}
+    for utterance in read_manifest(tmp_path / "out" / "train.jsonl") + read_manifest(tmp_path / "out" / "dev.jsonl"):
+        mp3 = commonvoice / "clips" / f"{utterance.audio_filepath.stem}.mp3"
+        assert utterance.duration == pytest.approx(soundfile.info(mp3).duration, abs=0.06)
 
 
 def test_commonvoice_corrupt_tsv(commonvoice, tmp_path):
