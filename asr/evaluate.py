@@ -35,11 +35,19 @@ class ErrorRates:
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorRates:
-    """WER and CER by jiwer, over all words (not averaged per utterance)."""
-    words = jiwer.process_words(list(references), list(hypotheses))
-    characters = jiwer.process_characters(list(references), list(hypotheses))
+    """WER and CER by jiwer, over all words (not averaged per utterance), of references and hypotheses
+    normalised alike, as transcripts are: a hypothesis's "'cause" is the reference's "cause".
+
+    With no reference words (or characters) at all, a rate is 1 if anything was inserted, else 0.
+    """
+    references = [normalize_text(text) for text in references]
+    hypotheses = [normalize_text(text) for text in hypotheses]
+    words = jiwer.process_words(references, hypotheses)
+    characters = jiwer.process_characters(references, hypotheses)
     total = words.hits + words.substitutions + words.deletions
-    return ErrorRates(words.wer if total else float(words.insertions > 0), characters.cer if total else 0.0,
+    total_characters = characters.hits + characters.substitutions + characters.deletions
+    return ErrorRates(words.wer if total else float(words.insertions > 0),
+                      characters.cer if total_characters else float(characters.insertions > 0),
                       words.substitutions, words.deletions, words.insertions, total, len(references))
 
 
