@@ -7,6 +7,7 @@ never runs code from it.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import math
 import os
@@ -33,6 +34,10 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model.pt"
 
 
 MODEL_KEYS = {"model_state", "model_config", "feature_config", "vocabulary"}
+# Files given as --model by mistake, told by their first bytes, so that the error can say what they are.
+FOREIGN_SIGNATURES = ((b"RIFF", "a WAV audio file"), (b"fLaC", "a FLAC audio file"), (b"OggS", "an Ogg audio file"),
+                      (b"ID3", "an MP3 audio file"), (b"NIST_1A", "a NIST SPHERE audio file"),
+                      (b"\\data\\", "an ARPA language model"), (b"mmap lm ", "a binary KenLM language model"))
 
 
 class CheckpointError(AsrError):
@@ -63,6 +68,23 @@ def load_failure(error: Exception) -> str:
     return f"not a PyTorch file of weights: {sentence}" if unpickler_failed else sentence
 
 
+def foreign_file_kind(path: Path) -> str | None:
+    """What a file that torch could not load is, where its first bytes tell (audio, a language model,
+    text); None for anything else, a damaged checkpoint included."""
+    with open(path, "rb") as file:
+        head = file.read(4096)
+    if not head:
+        return "an empty file"
+    for signature, kind in FOREIGN_SIGNATURES:
+        if head.lstrip().startswith(signature):
+            return kind
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at the end is no error
+    except UnicodeDecodeError:
+        return None
+    return "a text file" if all(char.isprintable() or char.isspace() for char in text) else None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -70,7 +92,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"{path}: not an asr checkpoint ({load_failure(error)})") from None
+        kind = foreign_file_kind(path)
+        raise CheckpointError(f"{path}: not an asr checkpoint: {kind}" if kind else
+                              f"{path}: not an asr checkpoint ({load_failure(error)})") from None
     if not isinstance(state, dict) or not MODEL_KEYS <= state.keys():
         raise CheckpointError(f"{path}: not an asr checkpoint (missing model, config or vocabulary)")
     return state
