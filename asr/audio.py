@@ -7,6 +7,7 @@ FFmpeg's system libraries since 2.9.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,18 +62,65 @@ def _check_readable(path: Path) -> None:
         raise AudioError(f"{path}: empty file")
 
 
-def _open(path: Path, raw: RawFormat | None) -> soundfile.SoundFile:
+@contextlib.contextmanager
+def _open(path: Path, raw: RawFormat | None) -> Iterator[soundfile.SoundFile]:
     """Open a readable file for decoding; ``.raw``/``.pcm`` files in the layout ``raw`` gives (16 kHz,
-    16-bit little-endian mono when it is None)."""
+    16-bit little-endian mono when it is None); a WAV whose header says it is empty, by what follows it."""
     _check_readable(path)
     if raw is None and path.suffix.lower() in RAW_SUFFIXES:
         raw = RawFormat()
     layout = {} if raw is None else dict(format="RAW", subtype=raw.subtype, samplerate=raw.sample_rate,
                                           channels=raw.channels, endian=raw.byte_order.upper())
+    with _sound_file(os.fsencode(path), path, **layout) as sound:  # bytes: a name need not be valid UTF-8
+        data = _unsized_wav_data(path, sound) if raw is None else None
+        if data is None:
+            yield sound
+            return
+        layout = dict(format="RAW", subtype=sound.subtype, samplerate=sound.samplerate, channels=sound.channels,
+                      endian="LITTLE")
+    with open(path, "rb") as file, _sound_file(_FileFrom(file, data), path, **layout) as sound:
+        yield sound
+
+
+def _sound_file(file: bytes | _FileFrom, path: Path, **layout) -> soundfile.SoundFile:
     try:
-        return soundfile.SoundFile(os.fsencode(path), **layout)  # bytes: a name need not be valid UTF-8
+        return soundfile.SoundFile(file, **layout)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
+
+
+def _unsized_wav_data(path: Path, sound: soundfile.SoundFile) -> int | None:
+    """Where the samples of a WAV file start when its header counts none but samples follow it, as a
+    recorder that crashed before writing the sizes leaves it; None for any other file."""
+    if sound.frames or sound.format not in ("WAV", "WAVEX") or sound.subtype not in soundfile.available_subtypes("RAW"):
+        return None
+    with open(path, "rb") as file:
+        header = file.read(12)
+        if header[:4] != b"RIFF" or header[8:] != b"WAVE":
+            return None
+        while len(chunk := file.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return file.tell() if os.fstat(file.fileno()).st_size > file.tell() else None
+            file.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even length
+    return None
+
+
+class _FileFrom:
+    """A binary file seen from ``offset`` on: libsndfile reads headerless samples only from a file's start."""
+
+    def __init__(self, file, offset: int):
+        self.file, self.offset = file, offset
+        file.seek(offset)
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        return self.file.seek(position + self.offset if whence == os.SEEK_SET else position, whence) - self.offset
+
+    def tell(self) -> int:
+        return self.file.tell() - self.offset
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size)
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, raw: RawFormat | None = None) -> np.ndarray:

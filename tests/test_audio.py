@@ -240,3 +240,44 @@ def test_transcribe_takes_channels_first_arrays_as_librosa_returns_them():
     assert channels_first.text == expected.text and channels_first.duration == expected.duration
     with pytest.raises(AudioError, match="cannot tell samples from channels"):
         transcribe(recognizer, np.zeros((300, 300), dtype=np.float32), rate, greedy)
+
+
+def crashed_recording(path, samples: np.ndarray, rate: int, subtype: str, tail: bool = True) -> None:
+    """A WAV as a recorder that crashed leaves it: the RIFF and data sizes still 0, the samples after the header."""
+    soundfile.write(path, samples, rate, subtype=subtype)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"data") + 8
+    data[4:8] = data[start - 4:start] = bytes(4)
+    path.write_bytes(data if tail else data[:start])
+
+
+@pytest.mark.parametrize("channels, rate, subtype", [(1, 16_000, "PCM_16"), (2, 48_000, "PCM_24"), (1, 8_000, "FLOAT")])
+def test_a_wav_whose_sizes_were_never_written_is_read_to_its_end(tmp_path, channels, rate, subtype):
+    path = tmp_path / "crashed.wav"
+    samples = tone(rate, 1.5, channels)
+    crashed_recording(path, samples, rate, subtype)
+    assert soundfile.info(path).frames == 0  # what the header says
+    assert audio_duration(path) == pytest.approx(1.5)
+    loaded = load_audio(path)
+    assert_model_input(loaded, 1.5)
+    intact = tmp_path / "intact.wav"
+    soundfile.write(intact, samples, rate, subtype=subtype)
+    assert np.allclose(loaded, load_audio(intact), atol=1e-6)
+
+
+def test_a_wav_with_a_chunk_before_its_unsized_data(tmp_path):
+    path = tmp_path / "crashed.wav"
+    soundfile.write(path, tone(16_000, 1.0), 16_000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    start = data.index(b"data")
+    data[4:8] = data[start + 4:start + 8] = bytes(4)
+    info = b"LIST" + (5).to_bytes(4, "little") + b"INFO!" + b"\0"  # an odd size, padded to even
+    path.write_bytes(data[:start] + info + data[start:])
+    assert_model_input(load_audio(path), 1.0)
+
+
+def test_a_wav_header_with_nothing_after_it_is_empty(tmp_path):
+    path = tmp_path / "header-only.wav"
+    crashed_recording(path, tone(16_000, 1.0), 16_000, "PCM_16", tail=False)
+    with pytest.raises(AudioError, match="contains no audio samples"):
+        load_audio(path)
