@@ -86,7 +86,17 @@ def _sound_file(file: bytes | _FileFrom, path: Path, **layout) -> soundfile.Soun
     try:
         return soundfile.SoundFile(file, **layout)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+        if _is_shorten_sphere(path):
+            raise AudioError(f"{path}: NIST SPHERE audio compressed with shorten, which libsndfile cannot decode; "
+                             f"convert it to WAV first (sph2pipe -f wav IN.sph OUT.wav)") from None
         raise AudioError(f"{path}: not a readable audio file ({_first_line(error)})") from None
+
+
+def _is_shorten_sphere(path: Path) -> bool:
+    """Whether a file is NIST SPHERE with shorten-compressed samples, as LDC ships many corpora."""
+    with open(path, "rb") as file:
+        head = file.read(4096)
+    return head.startswith(b"NIST_1A") and b"shorten" in head.partition(b"end_head")[0]
 
 
 def _unsized_wav_data(path: Path, sound: soundfile.SoundFile) -> int | None:

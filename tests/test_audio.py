@@ -75,6 +75,17 @@ def test_nist_sphere(tmp_path):
     assert audio_duration(path) == pytest.approx(1.0)
 
 
+def test_shorten_compressed_sphere_says_how_to_convert_it(tmp_path):
+    fields = ["sample_count -i 16000", "sample_rate -i 16000", "channel_count -i 1", "sample_n_bytes -i 2",
+              "sample_byte_format -s2 01", "sample_coding -s26 pcm,embedded-shorten-v2.00"]
+    header = ("NIST_1A\n   1024\n" + "\n".join(fields) + "\nend_head\n").encode().ljust(1024)
+    path = tmp_path / "sw02001.sph"
+    path.write_bytes(header + b"ajkg" + bytes(range(256)) * 8)  # shorten's magic, then its stream
+    with pytest.raises(AudioError, match=re.escape(f"{path}: NIST SPHERE audio compressed with shorten")) as error:
+        load_audio(path)
+    assert "sph2pipe" in str(error.value)
+
+
 def test_raw_big_endian_needs_its_layout():
     big = load_audio(AN4_RAW, raw=BIG_ENDIAN)
     little = load_audio(AN4_RAW)  # .raw defaults to 16 kHz 16-bit little-endian
