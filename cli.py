@@ -62,7 +62,7 @@ HotwordWeightOption = Annotated[float, typer.Option(help="How strongly hotwords 
 
 def load(model: Optional[Path], device: Optional[str], decoder: Optional[DecoderKind], lm: Optional[Path],
          alpha: Optional[float], beta: Optional[float], **options):
-    from asr.checkpoint import load_model
+    from asr.recognizer import load_model
 
     recognizer = load_model(model, device)
     return recognizer, recognizer.decoder(decoder.value if decoder else None, lm, alpha, beta, **options)
@@ -95,7 +95,7 @@ def transcribe(
 ) -> None:
     """Transcribe audio of any length; a file that cannot be read is reported and the rest go on."""
     from asr.audio import RawFormat
-    from asr.transcribe import transcribe_job
+    from asr.transcribe_job import transcribe_job
 
     raw = RawFormat(sample_rate=raw_sample_rate, byte_order=raw_byte_order.value)
     recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
@@ -205,7 +205,7 @@ def inspect(
     device: DeviceOption = None,
 ) -> None:
     """Draw the waveform, log-mel features, character posteriors and decoded words of one file."""
-    from asr.inspect import inspect_audio
+    from asr.inspection import inspect_audio
 
     recognizer, text_decoder = load(model, device, decoder, lm, None, None)
     text = inspect_audio(recognizer, file, out, text_decoder)
@@ -287,7 +287,7 @@ def cut_words(
     device: DeviceOption = None,
 ) -> None:
     """Cut each word of the manifests' utterances into a clip of its own, where the model aligns it."""
-    from asr.checkpoint import load_model
+    from asr.recognizer import load_model
     from asr.words import cut_words as cut
 
     count = cut(load_model(model, device), manifests, out, set(word) if word else None, progress=True)

@@ -1,6 +1,6 @@
 """asr: DeepSpeech2-style speech recognition. ``load_model()`` gives the bundled model, ready to transcribe."""
 
-from asr.checkpoint import Recognizer, load_model
+from asr.recognizer import Recognizer, load_model
 from asr.segment import SegmentOptions
 from asr.transcribe import Transcript, transcribe, transcribe_files
 

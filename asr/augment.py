@@ -17,8 +17,8 @@ import soxr
 from tqdm import tqdm
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.data import quiet_unless
 from asr.errors import AsrError
+from asr.terminal import progress_bar_options
 
 NOISE_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".sph"}
 FSDD_TRIM_TOP_DB = 30.0  # how far under its peak FSDD's recordings are cut to their speech
@@ -83,7 +83,7 @@ def trimmed_durations(paths: Sequence[str | Path], top_db: float, progress: bool
     epoch: with them, ``Augmentation.durations`` knows the length of an utterance drawn to be trimmed."""
     return [len(trim_silence(load_audio(path), top_db)) / SAMPLE_RATE
             for path in tqdm(paths, desc="measuring trimmed durations", unit="file", leave=False,
-                             **quiet_unless(progress))]
+                             **progress_bar_options(progress))]
 
 
 def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:

@@ -9,29 +9,23 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import math
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from asr.config import from_dict
-from asr.data import publish
-from asr.decoding import Decoder, DecoderOptions
 from asr.errors import AsrError
-from asr.features import FeatureConfig, LogMelFrontend
-from asr.lm import check_lm
-from asr.model import AcousticModel, ModelConfig
+from asr.features import FeatureConfig
+from asr.files import move_into_place
+from asr.model import AcousticModel
 from asr.text import Vocabulary
 
-# Package data (asr/bundled links to the source tree's data/), so a wheel install finds it too.
-DEFAULT_MODEL = Path(__file__).resolve().parent / "bundled" / "model.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model.pt"
 
 
 MODEL_KEYS = {"model_state", "model_config", "feature_config", "vocabulary"}
@@ -52,7 +46,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save(state, temporary)
         temporary.flush()
         os.fsync(temporary.fileno())
-    publish(temporary.name, path)
+    move_into_place(temporary.name, path)
 
 
 def load_failure(error: Exception) -> str:
@@ -149,76 +143,3 @@ def attach_lm(model: str | os.PathLike, lm: str | os.PathLike, alpha: float, bet
     state = load_checkpoint(model)
     state["decoder"] = {"lm": _copy_beside(lm, model), "alpha": alpha, "beta": beta}
     save_checkpoint(model, state)
-
-
-@dataclass
-class Recognizer:
-    """A trained model ready to run: front end, acoustic model and vocabulary on one device."""
-
-    frontend: LogMelFrontend
-    model: AcousticModel
-    vocabulary: Vocabulary
-    device: torch.device
-    # The LM (absolute path) and weights stored with the model, if any: {"lm", "alpha", "beta"}.
-    decoder_settings: dict = field(default_factory=dict)
-
-    @property
-    def frame_seconds(self) -> float:
-        """Seconds per output frame: the front end's hop times the convolutions' time stride."""
-        stride = math.prod(self.model.conv.time_strides)
-        return self.frontend.config.hop_length * stride / self.frontend.config.sample_rate
-
-    def decoder(self, kind: str | None = None, lm: str | os.PathLike | None = None, alpha: float | None = None,
-                beta: float | None = None, **options) -> Decoder:
-        """A decoder for this model; what is not given comes from the model's stored LM settings.
-
-        Beam search is the default when an LM is given or stored with the model, greedy otherwise.
-        """
-        stored = self.decoder_settings
-        lm = lm if lm is not None else stored.get("lm")
-        kind = kind or ("beam" if lm is not None else "greedy")
-        settings = DecoderOptions(
-            kind=kind, lm=str(lm) if kind == "beam" and lm is not None else None,
-            alpha=alpha if alpha is not None else stored.get("alpha", DecoderOptions.alpha),
-            beta=beta if beta is not None else stored.get("beta", DecoderOptions.beta), **options,
-        )
-        settings.validate()
-        unigrams = check_lm(settings.lm, self.vocabulary) if settings.lm else None
-        return Decoder(self.vocabulary, self.frame_seconds, settings, unigrams)
-
-    @torch.inference_mode()
-    def log_probs(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded waveforms (batch, samples) -> log-probabilities (batch, frames, vocab) and frame counts."""
-        features, feature_lengths = self.frontend(waveforms.to(self.device), lengths.to(self.device))
-        return self.model(features, feature_lengths)
-
-
-def build_recognizer(state: dict[str, Any], device: torch.device, source: str = "checkpoint") -> Recognizer:
-    features = from_dict(FeatureConfig, state["feature_config"], source, "features.")
-    config = from_dict(ModelConfig, state["model_config"], source, "model.")
-    vocabulary = Vocabulary(state["vocabulary"])
-    model = AcousticModel(config, features.n_mels, len(vocabulary))
-    try:
-        model.load_state_dict({name: tensor.float() for name, tensor in state["model_state"].items()})
-    except RuntimeError as error:
-        raise CheckpointError(f"{source}: weights do not match the model config ({str(error).splitlines()[0]})") from None
-    frontend = LogMelFrontend(features)
-    settings = dict(state.get("decoder", {}))
-    if "lm" in settings:
-        settings["lm"] = str(Path(source).parent / settings["lm"])
-    return Recognizer(frontend.to(device).eval(), model.to(device).eval(), vocabulary, device, settings)
-
-
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Recognizer:
-    """Load a checkpoint (the bundled default model when ``path`` is None) for inference."""
-    path = Path(path) if path is not None else DEFAULT_MODEL
-    return build_recognizer(load_checkpoint(path), choose_device(device), str(path))
-
-
-def choose_device(device: str | torch.device | None = None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise AsrError(f"unknown device {device!r} (try cpu, cuda or cuda:1)") from None

@@ -26,8 +26,10 @@ import soundfile
 from tqdm import tqdm
 
 from asr.audio import RAW_SUFFIXES, SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
-from asr.data import Utterance, publish, quiet_unless, write_manifest
+from asr.data import Utterance, write_manifest
 from asr.errors import AsrError
+from asr.files import move_into_place
+from asr.terminal import progress_bar_options
 from asr.text import TextError, Vocabulary, normalize_text
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -100,7 +102,7 @@ def write_splits(recordings: list[Recording], out: Path, convert: Callable[[Reco
     manifests: dict[str, list[Utterance]] = {}
     skipped = []
     unreadable: list[AudioError] = []
-    for recording in tqdm(recordings, desc=desc, unit="file", **quiet_unless(progress)):
+    for recording in tqdm(recordings, desc=desc, unit="file", **progress_bar_options(progress)):
         text = normalize_text(recording.text)
         if not _writable(text, vocabulary):
             skipped.append(recording)
@@ -172,7 +174,7 @@ def _write_flac(target: Path, samples: np.ndarray) -> None:
         except BaseException:
             Path(temporary.name).unlink()
             raise
-    publish(temporary.name, target)
+    move_into_place(temporary.name, target)
 
 
 def _is_16k_mono(path: Path) -> bool:

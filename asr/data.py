@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from asr.audio import load_audio
 from asr.errors import AsrError
+from asr.files import write_text_atomically
 from asr.text import TextError, Vocabulary, normalize_text
 
 
@@ -78,27 +78,6 @@ def write_manifest(path: str | os.PathLike, utterances: Sequence[Utterance]) -> 
         lines.append(json.dumps({"audio_filepath": audio_path, "duration": round(utterance.duration, 4),
                                  "text": utterance.text}))
     write_text_atomically(path, "".join(line + "\n" for line in lines))
-
-
-def quiet_unless(progress: bool) -> dict:
-    """tqdm options: a bar only when asked for, and then still off under TQDM_DISABLE=1
-    (an explicit ``disable=False`` would override that environment variable)."""
-    return {} if progress else {"disable": True}
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
-                                     encoding="utf-8") as temporary:
-        temporary.write(text)
-    publish(temporary.name, path)
-
-
-def publish(temporary: str, path: Path) -> None:
-    """Rename a finished temporary file into place, with the permissions a new file would get."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, path)
 
 
 # Changes one utterance's samples: (samples, epoch, index) -> samples, as asr.augment.Augmentation does.

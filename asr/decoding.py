@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
 import multiprocessing
 import os
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from asr.beam_search import BeamSearch, LanguageModel
 from asr.errors import AsrError
+from asr.terminal import quiet_c_stderr
 from asr.text import TextError, Vocabulary, normalize_text
+
+if TYPE_CHECKING:  # beam search's libraries (pyctcdecode, KenLM) are imported only when it is chosen
+    from asr.beam_search import BeamSearch, LanguageModel
 
 DECODERS = ("greedy", "beam")
 ALPHA_RANGE = (0.0, 5.0)
@@ -203,26 +205,6 @@ def compress_blanks(log_probs: np.ndarray, blank: int, probability: float) -> tu
     return log_probs[kept], kept
 
 
-@contextlib.contextmanager
-def quiet_c_stderr() -> Iterator[None]:
-    """Send what C and C++ libraries write straight to file descriptor 2 (KenLM's loading banner,
-    mpg123's notes on a damaged MP3) to /dev/null; Python's ``sys.stderr`` keeps the real stream."""
-    sys.stderr.flush()
-    saved, python_stderr = os.dup(2), sys.stderr
-    try:
-        with open(os.devnull, "w") as devnull, open(saved, "w", closefd=False, errors="backslashreplace") as real:
-            sys.stderr = real
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                real.flush()
-                os.dup2(saved, 2)
-                sys.stderr = python_stderr
-    finally:
-        os.close(saved)
-
-
 class Decoder:
     """Greedy or beam-search decoding; the beam decoder (and its LM) is built once and reused."""
 
@@ -235,9 +217,12 @@ class Decoder:
         self._beam_search: BeamSearch | None = None
         self._pool = None
         if options.kind == "beam":
+            from asr import beam_search  # and with it pyctcdecode, only when beam search is chosen
+
             labels = ["" if token == vocabulary.tokens[vocabulary.blank] else token for token in vocabulary.tokens]
             hotwords = normalize_hotwords(options.hotwords, vocabulary)
-            self._beam_search = BeamSearch(labels, self._language_model(unigrams), hotwords, options.hotword_weight)
+            self._beam_search = beam_search.BeamSearch(labels, self._language_model(unigrams), hotwords,
+                                                       options.hotword_weight)
 
     def _language_model(self, unigrams: list[str] | None) -> LanguageModel | None:
         """pyctcdecode's scorer over the KenLM model at ``options.lm``, weighted by alpha and beta."""
@@ -245,6 +230,8 @@ class Decoder:
             return None
         import kenlm
         from pyctcdecode.language_model import load_unigram_set_from_arpa
+
+        from asr.beam_search import LanguageModel
 
         logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # its notes on small LMs are not for users
         try:

@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from asr.errors import AsrError
-from asr.data import quiet_unless
+from asr.terminal import progress_bar_options
 
 CHUNK = 1 << 20
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def download(url: str, target: Path, progress: bool = False) -> None:
             total = have + int(length) if length else None
             with open(partial, "ab" if have else "wb") as out, tqdm(
                     total=total, initial=have, desc=target.name, unit="B", unit_scale=True, unit_divisor=1024,
-                    **quiet_unless(progress)) as bar:
+                    **progress_bar_options(progress)) as bar:
                 try:
                     while chunk := response.read(CHUNK):
                         out.write(chunk)

@@ -12,10 +12,11 @@ import numpy as np
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from asr.checkpoint import Recognizer
-from asr.data import (AudioAugmentation, DurationBatchSampler, SpeechDataset, Utterance, collate, quiet_unless,
-                      read_manifest, write_text_atomically)
+from asr.data import AudioAugmentation, DurationBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.decoding import Decoder, check_lm_weights, split_batch
+from asr.files import write_text_atomically
+from asr.recognizer import Recognizer
+from asr.terminal import progress_bar_options
 from asr.text import normalize_text
 
 
@@ -57,7 +58,7 @@ def dataset_log_probs(recognizer: Recognizer, dataset: SpeechDataset, batch_seco
     sampler = DurationBatchSampler([u.duration for u in dataset.utterances], batch_seconds, shuffle=False)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     outputs: list[np.ndarray] = [np.empty(0)] * len(dataset)
-    with tqdm(total=len(dataset), desc="acoustic model", unit="utt", leave=False, **quiet_unless(progress)) as bar:
+    with tqdm(total=len(dataset), desc="acoustic model", unit="utt", leave=False, **progress_bar_options(progress)) as bar:
         for indices, batch in zip(sampler, loader):
             log_probs, lengths = recognizer.log_probs(batch.waveforms, batch.lengths)
             for index, array in zip(indices, split_batch(log_probs, lengths)):
@@ -94,7 +95,7 @@ def hypotheses_per_lm_weights(decoder: Decoder, log_probs: Sequence[np.ndarray],
     """Every utterance's transcript at every (alpha, beta) pair, from the same acoustic model outputs."""
     hypotheses = {}
     grid = [(alpha, beta) for alpha in alphas for beta in betas]
-    for alpha, beta in tqdm(grid, desc="alpha, beta", leave=False, **quiet_unless(progress)):
+    for alpha, beta in tqdm(grid, desc="alpha, beta", leave=False, **progress_bar_options(progress)):
         decoder.set_lm_weights(alpha, beta)
         hypotheses[alpha, beta] = [h.text for h in decoder.decode(log_probs, timings=False)]
     return hypotheses

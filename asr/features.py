@@ -175,7 +175,7 @@ class LogMelFrontend(nn.Module):
         return features.masked_fill(freq[:, :, None] | time[:, None, :], 0.0)
 
 
-def valid_frames(features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+def valid_feature_frames(features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
     """(batch, 1, frames) mask of the frames of (batch, n_mels, frames) features inside each utterance."""
     return (torch.arange(features.shape[-1], device=features.device) < frame_lengths[:, None]).unsqueeze(1)
 
@@ -187,7 +187,7 @@ def normalize_per_utterance(features: torch.Tensor, frame_lengths: torch.Tensor,
     ``prior`` (per-bin mean, per-bin standard deviation, weight in frames) pools each bin's statistics with
     that many frames of the prior's, as if they had been heard before the utterance.
     """
-    valid = valid_frames(features, frame_lengths)
+    valid = valid_feature_frames(features, frame_lengths)
     dims = -1 if per_feature else (-2, -1)
     count = frame_lengths.clamp(min=1).to(features.dtype)[:, None, None] * (1 if per_feature else features.shape[1])
     prior_mean, prior_std, frames = (prior[0][:, None], prior[1][:, None], prior[2]) if prior else (0.0, 0.0, 0.0)
@@ -203,7 +203,7 @@ def prior_statistics(frontend: LogMelFrontend, batches: Iterable[tuple[torch.Ten
     with torch.no_grad():
         for waveforms, lengths in batches:
             features, frame_lengths = frontend.log_mel(waveforms, lengths)
-            valid = valid_frames(features, frame_lengths)
+            valid = valid_feature_frames(features, frame_lengths)
             total = total + (features * valid).double().sum((0, 2))
             square = square + (features.double() ** 2 * valid).sum((0, 2))
             count += float(frame_lengths.sum())

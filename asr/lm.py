@@ -1,4 +1,4 @@
-"""N-gram language models: estimating one with kaldingram, and checking one before decoding."""
+"""N-gram language models: estimating one with kaldingram from transcripts and word lists."""
 
 from __future__ import annotations
 
@@ -11,17 +11,13 @@ from pathlib import Path
 from kaldingram.train import NgramCounts
 from tqdm import tqdm
 
-from asr.data import quiet_unless, read_manifest, write_text_atomically
-from asr.errors import AsrError
+from asr.data import read_manifest
+from asr.files import write_text_atomically
+from asr.lm_check import LanguageModelError
+from asr.terminal import progress_bar_options
 from asr.text import TextError, Vocabulary, normalize_text
 
-ARPA_HEADER = "\\data\\"
-KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"
 MAX_ORDER = 6  # the highest order KenLM as built from PyPI loads (its KENLM_MAX_ORDER)
-
-
-class LanguageModelError(AsrError):
-    pass
 
 
 def corpus_lines(paths: Iterable[str | os.PathLike], times: int = 1) -> Iterator[str]:
@@ -74,7 +70,7 @@ def build_lm(sentences: Iterable[str], order: int, out: str | os.PathLike, vocab
     vocabulary = vocabulary or Vocabulary()
     counts = NgramCounts(order)
     used = 0
-    for sentence in tqdm(sentences, desc="counting n-grams", unit=" lines", **quiet_unless(progress)):
+    for sentence in tqdm(sentences, desc="counting n-grams", unit=" lines", **progress_bar_options(progress)):
         text = normalize_text(sentence)
         try:
             vocabulary.encode(text)
@@ -96,46 +92,3 @@ def build_lm(sentences: Iterable[str], order: int, out: str | os.PathLike, vocab
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out, arpa.getvalue())
     return used
-
-
-def arpa_unigrams(path: Path) -> list[str] | None:
-    """The words of an ARPA model, or None for a binary KenLM model; anything else is an error."""
-    if not path.is_file():
-        raise LanguageModelError(f"{path}: no such language model file")
-    with open(path, "rb") as file:
-        head = file.read(len(KENLM_BINARY_MAGIC))
-    if head == KENLM_BINARY_MAGIC:
-        return None
-    words, section = [], None
-    try:
-        with open(path, encoding="utf-8") as lines:
-            for line in lines:
-                line = line.strip()
-                if section is None and line and line != ARPA_HEADER:
-                    break
-                if line.startswith("\\"):
-                    section = line
-                    if line == "\\2-grams:" or line == "\\end\\":
-                        break
-                elif section == "\\1-grams:" and line:
-                    fields = line.split("\t")
-                    if len(fields) >= 2:
-                        words.append(fields[1])
-    except UnicodeDecodeError:
-        section = None
-    if section is None:
-        raise LanguageModelError(f"{path}: not an ARPA or binary KenLM language model")
-    return words
-
-
-def check_lm(path: str | os.PathLike, vocabulary: Vocabulary) -> list[str] | None:
-    """Fail early on an LM whose words the acoustic model could never spell; returns its unigrams."""
-    path = Path(path)
-    unigrams = arpa_unigrams(path)
-    if unigrams is not None:
-        words = [w for w in unigrams if w not in ("<s>", "</s>", "<unk>")]
-        foreign = [w for w in words if any(c not in vocabulary.tokens[1:] for c in w)]
-        if not words or len(foreign) > len(words) // 2:
-            example = f" (e.g. {foreign[0]!r})" if foreign else ""
-            raise LanguageModelError(f"{path}: built on a different alphabet from the model's{example}")
-    return unigrams

@@ -87,7 +87,7 @@ class ConvFront(nn.Module):
         Each block's output past an utterance's own length is zeroed (deepspeech.pytorch's
         MaskConv), so padding, and batch norm's shift of it, never reaches valid frames.
         """
-        x = (features * valid_frames(features, lengths)[:, :, None]).unsqueeze(1)  # (batch, 1, frames, freq)
+        x = (features * valid_time_steps(features, lengths)[:, :, None]).unsqueeze(1)  # (batch, 1, frames, freq)
         for block, stride in zip(range(0, len(self.layers), 3), self.time_strides):
             x = self.layers[block + 2](self.layers[block + 1](self.layers[block](x)))
             lengths = self._block_lengths(lengths, stride)
@@ -96,8 +96,8 @@ class ConvFront(nn.Module):
         return x.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq)
 
 
-def valid_frames(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(batch, time) mask of the frames inside each utterance."""
+def valid_time_steps(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(batch, time) mask of the time steps of (batch, time, ...) ``x`` inside each utterance."""
     return torch.arange(x.shape[1], device=x.device) < lengths[:, None]
 
 
@@ -160,7 +160,7 @@ class SequenceBatchNorm(nn.BatchNorm1d):
     """Batch norm over the valid frames of all utterances (DeepSpeech2's sequence-wise normalisation)."""
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = valid_frames(x, lengths)
+        mask = valid_time_steps(x, lengths)
         out = torch.zeros_like(x)
         out[mask] = super().forward(x[mask]).to(x.dtype)
         return out
@@ -180,7 +180,7 @@ class Lookahead(nn.Module):
         self.conv = nn.Conv1d(size, size, kernel_size=context + 1, groups=size, bias=False)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = x * valid_frames(x, lengths)[:, :, None]  # a forward RNN's outputs over padding are not zero
+        x = x * valid_time_steps(x, lengths)[:, :, None]  # a forward RNN's outputs over padding are not zero
         x = nn.functional.pad(x.transpose(1, 2), (0, self.context))
         return nn.functional.hardtanh(self.conv(x).transpose(1, 2), 0, 20)
 

@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.augment import Augmentation, trimmed_durations
-from asr.checkpoint import (Recognizer, average_weights, choose_device, load_checkpoint, model_state,
-                            save_checkpoint)
+from asr.checkpoint import average_weights, load_checkpoint, model_state, save_checkpoint
 from asr.config import Config, ConfigError
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.errors import AsrError
 from asr.evaluate import dataset_log_probs, error_rates
 from asr.features import FeatureConfig, LogMelFrontend, prior_statistics
 from asr.model import AcousticModel
+from asr.recognizer import Recognizer, choose_device
 from asr.text import Vocabulary, normalize_text
 
 log = logging.getLogger("asr.train")

@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.augment import FSDD_TRIM_TOP_DB, trim_silence
-from asr.checkpoint import Recognizer
-from asr.data import SpeechDataset, Utterance, quiet_unless, read_manifest, write_manifest
+from asr.data import SpeechDataset, Utterance, read_manifest, write_manifest
 from asr.decoding import aligned_spans
 from asr.evaluate import dataset_log_probs
+from asr.recognizer import Recognizer
+from asr.terminal import progress_bar_options
 from asr.text import normalize_text
 
 
@@ -49,7 +50,7 @@ def cut_words(recognizer: Recognizer, manifests: Sequence[str | os.PathLike], ou
     (out / "audio").mkdir(parents=True, exist_ok=True)
     clips: list[Utterance] = []
     for utterance, frames in tqdm(list(zip(utterances, log_probs)), desc="cutting words", unit="utt",
-                                  **quiet_unless(progress)):
+                                  **progress_bar_options(progress)):
         spans = [span for span in aligned_spans(frames, normalize_text(utterance.text), recognizer.vocabulary)
                  if span[2] > span[1]]
         audio = load_audio(utterance.audio_filepath)

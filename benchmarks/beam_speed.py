@@ -22,11 +22,12 @@ import time
 
 from pyctcdecode import build_ctcdecoder
 
-from asr.checkpoint import DEFAULT_MODEL, load_model
+from asr.checkpoint import DEFAULT_MODEL
 from asr.data import SpeechDataset, read_manifest
 from asr.decoding import Decoder, DecoderOptions
 from asr.evaluate import dataset_log_probs, error_rates
-from asr.lm import check_lm
+from asr.lm_check import check_lm
+from asr.recognizer import load_model
 from asr.text import normalize_text
 
 

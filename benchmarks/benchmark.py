@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from asr.checkpoint import DEFAULT_MODEL, load_model
+from asr.checkpoint import DEFAULT_MODEL
 from asr.config import load_config
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.features import LogMelFrontend
 from asr.model import AcousticModel
+from asr.recognizer import load_model
 from asr.text import Vocabulary
 from asr.transcribe import transcribe_files
 

@@ -21,9 +21,10 @@ import scipy.signal
 
 from asr.audio import SAMPLE_RATE
 from asr.augment import add_noise, change_tempo, coloured_noise
-from asr.checkpoint import DEFAULT_MODEL, load_model
+from asr.checkpoint import DEFAULT_MODEL
 from asr.data import AudioAugmentation
 from asr.evaluate import error_rates, model_outputs
+from asr.recognizer import load_model
 
 
 def treble_shelf(gain_db: float, corner_hz: float) -> AudioAugmentation:

@@ -18,8 +18,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from asr.checkpoint import DEFAULT_MODEL, load_model
+from asr.checkpoint import DEFAULT_MODEL
 from asr.evaluate import error_rates, hypotheses_per_lm_weights, model_outputs
+from asr.recognizer import load_model
 
 
 def main() -> None:

@@ -30,9 +30,10 @@ import numpy as np
 import soundfile
 
 from asr.audio import SAMPLE_RATE, load_audio
-from asr.checkpoint import DEFAULT_MODEL, load_model
+from asr.checkpoint import DEFAULT_MODEL
 from asr.data import Utterance, read_manifest
 from asr.evaluate import error_rates
+from asr.recognizer import load_model
 from asr.transcribe import transcribe_files
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 
 from asr.augment import AugmentConfig, Augmentation
-from asr.checkpoint import DEFAULT_MODEL, load_model
+from asr.checkpoint import DEFAULT_MODEL
 from asr.evaluate import error_rates, model_outputs
+from asr.recognizer import load_model
 
 
 def main() -> None:

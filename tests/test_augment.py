@@ -13,7 +13,8 @@ import soundfile
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.augment import (AugmentConfig, Augmentation, add_noise, change_speed, mean_power, to_narrowband, trim_silence,
                          trimmed_durations)
-from asr.config import ConfigError, from_dict
+from asr.errors import ConfigError
+from asr.schema import from_dict
 from helpers import SAMPLES
 
 CLIP = SAMPLES / "LJ001-0002.flac"

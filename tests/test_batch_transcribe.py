@@ -19,7 +19,7 @@ import soundfile
 
 from asr.audio import load_audio
 from asr.evaluate import error_rates
-from asr.transcribe import AudioFile, find_audio
+from asr.transcribe_job import AudioFile, find_audio
 from helpers import FSDD, REPO, SAMPLES, run_cli
 
 CLIP = REPO / "data" / "samples" / "an4-cen6-mmkw-b.flac"  # "two nine six six two", 16 kHz

@@ -18,7 +18,8 @@ from asr.checkpoint import model_state, save_checkpoint
 from asr.decoding import (DECODERS, Decoder, DecoderError, DecoderOptions, Hypothesis, compress_blanks, greedy_spans,
                           word_confidence)
 from asr.features import FeatureConfig
-from asr.lm import build_lm, check_lm
+from asr.lm import build_lm
+from asr.lm_check import check_lm
 from asr.model import AcousticModel, ModelConfig
 from asr.text import Vocabulary
 from helpers import SAMPLES, assert_one_line_error, run_cli

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from asr.checkpoint import DEFAULT_MODEL, load_model
+from asr.checkpoint import DEFAULT_MODEL
+from asr.recognizer import load_model
 from asr.transcribe import transcribe_files
 from helpers import REPO, run_cli
 

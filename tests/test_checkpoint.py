@@ -8,11 +8,11 @@ import fractions
 import pytest
 import torch
 
-from asr.checkpoint import (CheckpointError, build_recognizer, export_model, load_checkpoint, load_model, model_state,
-                            save_checkpoint)
+from asr.checkpoint import CheckpointError, export_model, load_checkpoint, model_state, save_checkpoint
 from asr.errors import AsrError
 from asr.features import FeatureConfig
 from asr.model import AcousticModel, ModelConfig
+from asr.recognizer import build_recognizer, load_model
 from asr.text import Vocabulary
 
 CONFIG = ModelConfig(conv_channels=4, rnn_layers=1, rnn_hidden=8, dropout=0.0)

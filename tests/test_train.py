@@ -16,10 +16,11 @@ import torch
 import yaml
 
 from asr.audio import load_audio
-from asr.checkpoint import load_checkpoint, load_model
+from asr.checkpoint import load_checkpoint
 from asr.config import load_config
 from asr.data import read_manifest, write_manifest
 from asr.features import LogMelFrontend, prior_statistics
+from asr.recognizer import load_model
 from asr.train import keep_best_epochs, train
 from helpers import assert_one_line_error, run_cli
 

@@ -156,7 +156,7 @@ def test_two_processes_under_torchrun_stay_identical_and_learn(manifest, tmp_pat
                if "weights identical on all 2 processes" in line]
     assert len(digests) == EPOCHS, stderr[-4000:]
     model = load_checkpoint(tmp_path / "run" / "last.pt")
-    from asr.checkpoint import build_recognizer
+    from asr.recognizer import build_recognizer
 
     assert parameter_digest(build_recognizer(model, torch.device("cpu")).model) == digests[-1]
     rows = read_rows(tmp_path / "run" / "log.csv")

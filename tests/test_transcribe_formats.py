@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.checkpoint import attach_lm, load_checkpoint, load_model, model_state, save_checkpoint
+from asr.checkpoint import attach_lm, load_checkpoint, model_state, save_checkpoint
 from asr.data import read_manifest
 from asr.decoding import Word
 from asr.features import FeatureConfig
 from asr.lm import build_lm, corpus_lines
 from asr.model import AcousticModel, ModelConfig
+from asr.recognizer import load_model
 from asr.subtitles import MAX_CUE_SECONDS, MAX_LINE_CHARS, group_cues, to_srt, to_vtt
 from asr.text import Vocabulary
-from asr.transcribe import Transcript, format_transcript, output_path, transcribe_files
+from asr.transcribe import Transcript, transcribe_files
+from asr.transcribe_job import format_transcript, output_path
 from helpers import run_cli
 
 SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"

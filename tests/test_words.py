@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from asr.audio import load_audio
-from asr.checkpoint import load_model
 from asr.data import read_manifest
+from asr.recognizer import load_model
 from asr.words import cut_words, word_boundaries
 from helpers import REPO, assert_one_line_error, run_cli
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from asr.audio import load_audio
-from asr.checkpoint import Recognizer
 from asr.decoding import Decoder, split_batch
+from asr.recognizer import Recognizer
 
 
 def inspect_audio(recognizer: Recognizer, audio_path: str | os.PathLike, out: str | os.PathLike,
