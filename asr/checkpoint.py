@@ -25,7 +25,8 @@ from asr.files import move_into_place
 from asr.model import AcousticModel
 from asr.text import Vocabulary
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "model.pt"
+# Package data (asr/bundled links to the source tree's data/), so a wheel install finds it too.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "bundled" / "model.pt"
 
 
 MODEL_KEYS = {"model_state", "model_config", "feature_config", "vocabulary"}
