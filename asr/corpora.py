@@ -122,7 +122,8 @@ def write_splits(recordings: list[Recording], out: Path, convert: Callable[[Reco
         log.warning("skipped %d of %d utterances: audio unreadable (%s%s)", len(unreadable), len(recordings),
                     "; ".join(map(str, unreadable[:3])), "; ..." if len(unreadable) > 3 else "")
     if not manifests:
-        raise CorpusError(f"{out}: nothing to write: no utterance has a transcript in the vocabulary")
+        raise CorpusError(f"{out}: nothing to write: no utterance has both readable audio and a transcript "
+                          "in the vocabulary")
     for name, utterances in manifests.items():
         write_manifest(out / f"{name}.jsonl", utterances)
     return {split: len(manifests[split]) for split in SPLITS if split in manifests}

@@ -183,6 +183,10 @@ def test_commonvoice_unreadable_clips_are_skipped_and_counted(commonvoice, tmp_p
     assert "skipped 2 of 4 utterances" in warning
     assert "common_voice_en_000010173.mp3: empty file" in warning and "common_voice_en_000050175.mp3" in warning
     assert [u.text for u in read_manifest(tmp_path / "out" / "train.jsonl")] == ["bye"]
+    for clip in (commonvoice / "clips").iterdir():
+        clip.write_bytes(b"")
+    with pytest.raises(CorpusError, match="nothing to write: no utterance has both readable audio and a transcript"):
+        prepare_commonvoice(commonvoice, tmp_path / "none")
 
 
 def test_commonvoice_rerun_reuses_converted_audio(commonvoice, tmp_path, monkeypatch):
