@@ -6,6 +6,7 @@ A manifest is JSON Lines, one utterance a line: ``{"audio_filepath", "duration",
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -126,6 +127,11 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         return Batch(*(tensor.to(device, non_blocking=True) for tensor in vars(self).values()))
 
+    def pin_memory(self) -> Batch:
+        """Called by a DataLoader with ``pin_memory=True`` (its custom-type protocol), so that ``to(device)``
+        copies to the GPU asynchronously."""
+        return Batch(*(tensor.pin_memory() for tensor in vars(self).values()))
+
 
 def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
     waveforms, targets = zip(*items)
@@ -179,6 +185,17 @@ class DurationBatchSampler(Sampler[list[int]]):
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """This rank's batches for the whole of ``epoch`` (the one set by ``set_epoch`` by default), ``start``
         not applied."""
+        batches = self.all_batches(epoch)
+        if self.world_size > 1:
+            batches = batches[:len(batches) - len(batches) % self.world_size][self.rank::self.world_size]
+        return batches
+
+    def digest(self, epoch: int | None = None) -> str:
+        """A hash of all ranks' batches for ``epoch``: every rank computes them, and must compute the same."""
+        return hashlib.sha1(json.dumps(self.all_batches(epoch)).encode()).hexdigest()[:16]
+
+    def all_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """Every rank's batches for ``epoch``, in order, before they are dealt out to the ranks."""
         epoch = self.epoch if epoch is None else epoch
         if self._last is not None and self._last[0] == epoch:
             return self._last[1]
@@ -197,8 +214,6 @@ class DurationBatchSampler(Sampler[list[int]]):
             batches.append(current)
         if self.shuffle and not (self.sortagrad and epoch <= 1):
             generator.shuffle(batches)
-        if self.world_size > 1:
-            batches = batches[:len(batches) - len(batches) % self.world_size][self.rank::self.world_size]
         self._last = epoch, batches
         return batches
 

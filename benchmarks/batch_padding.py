@@ -20,7 +20,7 @@ from asr.config import load_config
 from asr.data import DurationBatchSampler
 from asr.model import AcousticModel
 from asr.text import Vocabulary
-from asr.train import training_batches, training_set
+from asr.train_data import training_batches, training_set
 
 
 def padding_share(batches: list[list[int]], lengths: Sequence[float]) -> float:

@@ -25,7 +25,7 @@ from asr.config import load_config
 from asr.data import collate
 from asr.model import AcousticModel
 from asr.text import Vocabulary
-from asr.train import training_batches, training_set
+from asr.train_data import training_batches, training_set
 from benchmark import training_throughput
 
 

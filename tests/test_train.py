@@ -21,7 +21,8 @@ from asr.config import load_config
 from asr.data import read_manifest, write_manifest
 from asr.features import LogMelFrontend, prior_statistics
 from asr.recognizer import load_model
-from asr.train import keep_best_epochs, train
+from asr.records import keep_best_epochs
+from asr.train import train
 from helpers import assert_one_line_error, run_cli
 
 # Eight short utterances: four AN4 words (both speakers) and four FSDD digits.
@@ -101,7 +102,7 @@ def test_training_writes_checkpoints_log_plot_and_config(trained):
     assert all(0 <= float(r["dev_cer"]) <= 1 for r in rows)
     last = load_checkpoint(run / "last.pt")
     assert (last["epoch"], last["step"]) == (EPOCHS, steps[-1])
-    assert {"optimizer", "scheduler"} <= last.keys()
+    assert {"optimizer", "scaler", "seconds_trained", "random_states"} <= last.keys()
     assert "optimizer" not in load_checkpoint(run / "best.pt")
 
 

@@ -22,7 +22,8 @@ import yaml
 from asr.checkpoint import load_checkpoint
 from asr.config import load_config
 from asr.data import read_manifest, write_manifest
-from asr.train import parameter_digest, train
+from asr.harness import parameter_digest
+from asr.train import train
 from helpers import REPO
 
 EPOCHS = 3

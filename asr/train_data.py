@@ -1,0 +1,84 @@
+"""The training set and its batches: which utterances can train, how each epoch's are batched, and the
+feature statistics measured on them (features.prior_frames)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from functools import partial
+
+import torch
+from torch.utils.data import DataLoader
+
+from asr.augment import Augmentation, trimmed_durations
+from asr.config import Config
+from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
+from asr.errors import AsrError
+from asr.features import FeatureConfig, LogMelFrontend, prior_statistics
+from asr.model import AcousticModel
+from asr.text import Vocabulary
+
+log = logging.getLogger("asr.train")
+
+
+def ctc_fits(target: torch.Tensor, frames: int) -> bool:
+    """CTC needs a frame per label plus one between each pair of repeated labels."""
+    repeats = int((target[1:] == target[:-1]).sum()) if len(target) > 1 else 0
+    return len(target) + repeats <= frames
+
+
+def output_frames(duration: float, features: FeatureConfig, model: AcousticModel) -> int:
+    samples = round(duration * features.sample_rate)
+    return int(model.output_lengths(torch.tensor(features.num_frames(samples))))
+
+
+def training_set(config: Config, vocabulary: Vocabulary, model: AcousticModel) -> tuple[SpeechDataset, int]:
+    """All training manifests, less utterances too long or with too many labels for their frames at any speed."""
+    utterances = [u for manifest in config.data.train for u in read_manifest(manifest)]
+    augmentation = Augmentation(config.augment, config.training.seed)
+    dataset = SpeechDataset(utterances, vocabulary, source=", ".join(config.data.train),
+                            augmentation=augmentation if augmentation.active else None)
+    fastest = config.augment.fastest  # the fastest rate (speed times tempo) leaves the fewest frames for the labels
+    keep = [i for i, (u, t) in enumerate(zip(dataset.utterances, dataset.targets))
+            if config.augment.longest(u.duration) <= config.data.max_duration
+            and ctc_fits(t, output_frames(u.duration / fastest, config.features, model))]
+    if not keep:
+        raise AsrError("no training utterance is short enough and has few enough labels for its frames")
+    return dataset.subset(keep), len(utterances) - len(keep)
+
+
+def training_batches(config: Config, train_set: SpeechDataset, rank: int = 0, world_size: int = 1,
+                     progress: bool = False) -> DurationBatchSampler:
+    """The training set's duration-bucketed batches for this rank.
+
+    Each epoch's are sized by the durations its augmentation draws (speeds, tempos, padding, trimming), so that
+    a batch's utterances come out about as long as each other. Sized by the slowest speed, the most padding and no
+    trimming instead, 13% of the bundled config's batches was padding, which the model computes over too (0.8%
+    so; benchmarks/batch_padding.py). With trimming, the training audio is read once first, to measure each
+    utterance's trimmed duration.
+    """
+    durations = [u.duration for u in train_set.utterances]
+    augmentation = train_set.augmentation
+    if augmentation is None:
+        epoch_durations = durations
+    else:
+        trimmed = (trimmed_durations([u.audio_filepath for u in train_set.utterances], config.augment.trim_top_db,
+                                     progress) if config.augment.trim_probability > 0 else None)
+        epoch_durations = partial(augmentation.durations, durations, trimmed=trimmed)
+    return DurationBatchSampler(epoch_durations,
+                                config.data.batch_seconds, seed=config.training.seed, sortagrad=config.data.sortagrad,
+                                rank=rank, world_size=world_size)
+
+
+def training_prior(config: Config, train_set: SpeechDataset, device: torch.device) -> tuple[list[float], list[float]]:
+    """Each mel bin's mean and deviation on the training audio, unaugmented (features.prior_mean, prior_std)."""
+    plain = copy.copy(train_set)
+    plain.augmentation = None
+    sampler = DurationBatchSampler([u.duration for u in plain.utterances], config.data.batch_seconds,
+                                   seed=config.training.seed)
+    loader = DataLoader(plain, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers)
+    mean, std = prior_statistics(LogMelFrontend(config.features).to(device),
+                                 ((batch.waveforms.to(device), batch.lengths.to(device)) for batch in loader))
+    log.info("features.prior_frames %g: each mel bin's mean and deviation measured on the training audio",
+             config.features.prior_frames)
+    return mean, std
