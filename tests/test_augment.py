@@ -175,6 +175,7 @@ def test_a_noise_folder_without_audio_is_an_error(tmp_path):
         from_dict(AugmentConfig, {"noise_dir": str(tmp_path)}, "config.yaml", "augment.")
 
 
+@pytest.mark.slow
 def test_a_trimming_augmentation_makes_trimmings_imports_before_the_loader_workers_fork():
     """Each epoch's loader worker is forked afresh: what the training process has not imported, every worker
     imports again before its first batch."""

@@ -79,6 +79,7 @@ def hostile(tmp_path_factory):
     return folder, expect
 
 
+@pytest.mark.slow
 def test_hostile_folder(hostile, tmp_path):
     folder, expect = hostile
     out = tmp_path / "out"
@@ -106,6 +107,7 @@ def test_hostile_folder(hostile, tmp_path):
             assert transcript["duration"] == pytest.approx(3.6, abs=0.05)
 
 
+@pytest.mark.slow
 def test_hostile_files_named_one_by_one(hostile):
     folder, expect = hostile
     result = run_cli("transcribe", folder / "folder.wav", folder / "empty.wav", folder / "silence.wav",
@@ -140,6 +142,7 @@ def test_find_audio_walks_folders_and_patterns(tree, tmp_path):
     assert problems == [f"{tmp_path / '*.ogg'}: no files match this pattern"]
 
 
+@pytest.mark.slow
 def test_output_dir_mirrors_folders_resumes_and_summarises(tree, tmp_path):
     out = tmp_path / "out"
     first = run_cli("transcribe", tree, FSDD / "recordings" / "3_*.wav", "--output-dir", out, "--format", "srt",
@@ -166,6 +169,7 @@ def test_output_dir_mirrors_folders_resumes_and_summarises(tree, tmp_path):
     (["--output-dir", "OUT", "--batch-seconds", "0"], "batch size must be a positive"),
     (["--output-dir", "OUT", "--workers", "0"], "at least one worker"),
 ])
+@pytest.mark.slow
 def test_bad_options_are_one_line_errors(tree, tmp_path, args, message):
     args = [str(tmp_path / "out") if arg == "OUT" else arg for arg in args]
     result = run_cli("transcribe", tree, *args, "--decoder", "greedy")
@@ -174,6 +178,7 @@ def test_bad_options_are_one_line_errors(tree, tmp_path, args, message):
     assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_two_inputs_for_one_output_are_refused_before_any_work(tree, tmp_path):
     shutil.copyfile(tree / "a.flac", tmp_path / "a.wav")
     result = run_cli("transcribe", tree / "a.flac", tmp_path / "a.wav", "--output-dir", tmp_path / "out")

@@ -274,6 +274,7 @@ def noisy_utterances(count: int, seed: int = 0) -> list[np.ndarray]:
     return utterances
 
 
+@pytest.mark.slow
 def test_search_gives_pyctcdecode_transcripts(lm):
     """asr's beam search is pyctcdecode's algorithm made lean: BeamSearchDecoderCTC.decode one
     utterance at a time, with its defaults, must give the same texts."""
@@ -409,6 +410,7 @@ def tiny_model(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_refuses_hotwords_with_greedy_decoding_and_unspellable_hotwords(tiny_model):
     result = run_cli("transcribe", SAMPLES / "LJ001-0002.flac", "--model", tiny_model, "--decoder", "greedy",
                      "--hotword", "paris")
@@ -419,6 +421,7 @@ def test_cli_refuses_hotwords_with_greedy_decoding_and_unspellable_hotwords(tiny
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option, values", [("--alphas", "0,9"), ("--betas", "1,nan")])
 def test_cli_tune_lm_checks_its_grid_before_reading_the_manifest(tiny_model, lm, tmp_path, option, values):
     missing = tmp_path / "missing.jsonl"  # read only after the grid is checked
@@ -426,6 +429,7 @@ def test_cli_tune_lm_checks_its_grid_before_reading_the_manifest(tiny_model, lm,
     assert_one_line_error(result, option, f"not {values.split(',')[1]}")
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_out_of_range_alpha(tiny_model, lm):
     result = run_cli("transcribe", SAMPLES / "LJ001-0002.flac", "--model", tiny_model, "--lm", lm, "--alpha", "9")
     assert_one_line_error(result, "--alpha", "not 9")

@@ -38,6 +38,7 @@ def test_bundled_samples_are_transcribed_correctly(decoder):
         assert all(0 <= w.start < w.end <= result.duration + 0.02 and 0 <= w.confidence <= 1 for w in result.words)
 
 
+@pytest.mark.slow
 def test_quick_start_command():
     """The README's first command, after its install step."""
     result = run_cli("transcribe", *sorted(expected()))

@@ -156,6 +156,7 @@ def test_values_no_training_can_use_are_rejected_when_read(tmp_path):
     assert not accepted, f"accepted nonsense values for: {', '.join(accepted)}"
 
 
+@pytest.mark.slow
 def test_cli_train_with_bad_config_is_one_line_error(tmp_path):
     path = write(tmp_path, MINIMAL + "model:\n  foo: 3\n", "bad.yaml")
     result = run_cli("train", "--config", path, "--out", tmp_path / "run")

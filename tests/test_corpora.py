@@ -151,6 +151,7 @@ def test_prepare_fsdd_without_recordings(tmp_path):
         prepare_fsdd(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cli_prepare_missing_folder_is_one_line_error(tmp_path):
     missing = tmp_path / "no_such_an4"
     result = run_cli("prepare", "an4", missing, "--out", tmp_path / "out")

@@ -241,6 +241,7 @@ def test_commonvoice_corrupt_tsv(commonvoice, tmp_path):
         prepare_commonvoice(commonvoice / "clips", tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_cli_commonvoice_corrupt_tsv_is_one_line_error(commonvoice, tmp_path):
     (commonvoice / "dev.tsv").write_bytes(b"client_id\tpath\tsentence\n\xff\xfe\n")
     result = run_cli("prepare", "commonvoice", commonvoice, "--out", tmp_path / "out")
@@ -332,6 +333,7 @@ def test_kaldi_bad_directories(kaldi_dir, tmp_path):
         kaldi_recordings(kaldi_dir)
 
 
+@pytest.mark.slow
 def test_cli_kaldi_pipe_is_one_line_error(kaldi_dir, tmp_path):
     (kaldi_dir / "wav.scp").write_text("000010168 sph2pipe -f wav rec.sph |\n")
     result = run_cli("prepare", "kaldi", kaldi_dir, "--out", tmp_path / "out")

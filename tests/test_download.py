@@ -259,6 +259,7 @@ def test_download_corpus_needs_a_known_archive_and_checksum(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_cli_download_errors_are_one_line(tmp_path):
     assert_one_line_error(run_cli("prepare", "commonvoice", tmp_path, "--out", tmp_path / "o", "--download"),
                           "commonvoice: no public download")

@@ -26,6 +26,7 @@ def test_a_foreign_file_is_named_for_what_it_is(tmp_path, make, kind):
     assert str(error.value) == f"{path}: not an asr checkpoint: {kind}"
 
 
+@pytest.mark.slow
 def test_cli_names_a_text_file_given_as_the_model(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("hello\n")

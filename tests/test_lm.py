@@ -253,6 +253,7 @@ def test_check_lm_tolerates_a_few_foreign_words(tmp_path):
 # ---------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
 def test_cli_lm_build(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
@@ -267,6 +268,7 @@ def test_cli_lm_build(tmp_path):
     assert unigrams(out) == USED_WORDS | {"yes", "please"}
 
 
+@pytest.mark.slow
 def test_cli_lm_build_with_spelled_word_lists(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("enter five\n", encoding="utf-8")
@@ -282,6 +284,7 @@ def test_cli_lm_build_with_spelled_word_lists(tmp_path):
     assert not (tmp_path / "x.arpa").exists()
 
 
+@pytest.mark.slow
 def test_cli_lm_build_text_weight_counts_the_texts_not_the_word_lists(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("enter five\nenter a b\n", encoding="utf-8")
@@ -303,6 +306,7 @@ def test_cli_lm_build_text_weight_counts_the_texts_not_the_word_lists(tmp_path):
     assert not (tmp_path / "x.arpa").exists()
 
 
+@pytest.mark.slow
 def test_cli_lm_build_of_an_empty_corpus(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n2024\n")
@@ -312,6 +316,7 @@ def test_cli_lm_build_of_an_empty_corpus(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_lm_build_of_a_missing_corpus(tmp_path):
     missing = tmp_path / "missing.txt"
     out = tmp_path / "lm.arpa"
@@ -320,6 +325,7 @@ def test_cli_lm_build_of_a_missing_corpus(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_transcribe_with_an_lm_kenlm_cannot_load(tmp_path):
     """An LM that passes check_lm but that KenLM refuses (here a unigram model) is a one-line error, not a traceback."""
     torch.manual_seed(0)

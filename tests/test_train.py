@@ -86,6 +86,7 @@ def read_log(run):
         return list(csv.DictReader(log_file))
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_log_plot_and_config(trained):
     run, config = trained
     for name in ("last.pt", "best.pt", "log.csv", "training.png", "config.yaml"):
@@ -106,6 +107,7 @@ def test_training_writes_checkpoints_log_plot_and_config(trained):
     assert "optimizer" not in load_checkpoint(run / "best.pt")
 
 
+@pytest.mark.slow
 def test_training_averages_the_epochs_with_the_lowest_dev_wer(trained):
     run, _ = trained
     rows = read_log(run)
@@ -141,6 +143,7 @@ def evaluated(trained, manifests, tmp_path_factory):
     return result, errors
 
 
+@pytest.mark.slow
 def test_overfit_model_transcribes_its_training_data(evaluated, manifests):
     result, _ = evaluated
     rates = json.loads(result.stdout)  # --json: stdout is exactly one JSON object
@@ -150,6 +153,7 @@ def test_overfit_model_transcribes_its_training_data(evaluated, manifests):
     assert rates["wer"] <= 0.25, rates
 
 
+@pytest.mark.slow
 def test_evaluate_writes_one_error_line_per_utterance(evaluated, manifests):
     _, errors = evaluated
     lines = [json.loads(line) for line in errors.read_text().splitlines()]
@@ -162,6 +166,7 @@ def test_evaluate_writes_one_error_line_per_utterance(evaluated, manifests):
     assert sum(line["hypothesis"] == line["reference"] for line in lines) >= 0.75 * len(lines)
 
 
+@pytest.mark.slow
 def test_transcribe_good_and_bad_files(trained, manifests, tmp_path):
     run, _ = trained
     utterances = read_manifest(manifests[1])
@@ -179,6 +184,7 @@ def test_transcribe_good_and_bad_files(trained, manifests, tmp_path):
     assert str(bad) not in result.stdout
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_epoch(trained, manifests, tmp_path):
     run, _ = trained
     resumed = tmp_path / "run"

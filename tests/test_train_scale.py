@@ -100,6 +100,7 @@ def read_rows(path) -> list[dict[str, str]]:
         return list(csv.DictReader(csv_file))
 
 
+@pytest.mark.slow
 def test_straight_run_learns_and_logs_every_epoch(straight):
     rows = read_rows(straight / "log.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
@@ -109,6 +110,7 @@ def test_straight_run_learns_and_logs_every_epoch(straight):
     assert steps == list(range(1, len(steps) + 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_signal_writes_a_checkpoint_and_resuming_is_bit_exact(straight, manifest, tmp_path, signal_number):
     config = write_config(tmp_path, manifest, checkpoint_every=1)
@@ -134,6 +136,7 @@ def test_signal_writes_a_checkpoint_and_resuming_is_bit_exact(straight, manifest
            [{k: v for k, v in r.items() if k not in timing} for r in straight_log]
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint_and_an_exact_resume(straight, manifest, tmp_path):
     config = write_config(tmp_path, manifest, checkpoint_every=1)
     total_steps = int(read_rows(straight / "log.csv")[-1]["step"])
@@ -148,6 +151,7 @@ def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint_and_an_exact_resume(
     assert_identical(weights(straight), weights(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_stay_identical_and_learn(manifest, tmp_path):
     config = write_config(tmp_path, manifest, precision="fp32")
     launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")

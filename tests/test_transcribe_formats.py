@@ -224,6 +224,7 @@ def expected(tiny_model, dev):
     return transcript
 
 
+@pytest.mark.slow
 def test_cli_json(tiny_model, dev, expected):
     result = run_cli("transcribe", dev[0].audio_filepath, "--model", tiny_model, "--format", "json")
     assert result.returncode == 0, result.stderr
@@ -243,6 +244,7 @@ def test_cli_json(tiny_model, dev, expected):
         assert 0 <= word["confidence"] <= 1
 
 
+@pytest.mark.slow
 def test_cli_vtt(tiny_model, dev, expected):
     result = run_cli("transcribe", dev[0].audio_filepath, "--model", tiny_model, "--format", "vtt")
     assert result.returncode == 0, result.stderr
@@ -251,6 +253,7 @@ def test_cli_vtt(tiny_model, dev, expected):
     assert " ".join(" ".join(lines) for _, _, lines in cues) == expected.text
 
 
+@pytest.mark.slow
 def test_cli_output_dir_writes_one_file_per_input(tiny_model, dev, tmp_path):
     bad = tmp_path / "in" / "bad.wav"
     bad.parent.mkdir()
@@ -277,6 +280,7 @@ def test_cli_output_dir_writes_one_file_per_input(tiny_model, dev, tmp_path):
 ROW = re.compile(r"^ *(-?\d+\.\d\d) +(-?\d+\.\d\d) +(\d+\.\d\d)% +(\d+\.\d\d)%$")
 
 
+@pytest.mark.slow
 def test_cli_tune_lm_stores_the_best_pair_and_the_lm(tiny_model, an4_prepared, an4_lm, tmp_path):
     model = tmp_path / "model.pt"
     shutil.copyfile(tiny_model, model)
@@ -321,6 +325,7 @@ def model_with_lm(tiny_model, an4_lm, tmp_path):
     return model
 
 
+@pytest.mark.slow
 def test_cli_export_copies_the_lm_beside_the_exported_model(model_with_lm, an4_lm, tmp_path):
     out = tmp_path / "ship" / "model.pt"
     out.parent.mkdir()

@@ -57,6 +57,7 @@ def test_cut_words_keeps_only_the_words_asked_for(tmp_path, bundled_model):
     assert all(clip.audio_filepath.parent == tmp_path / "audio" for clip in clips)
 
 
+@pytest.mark.slow
 def test_cli_cut_words(tmp_path):
     result = run_cli("cut-words", SAMPLES, "--out", tmp_path, "--word", "five")
     assert result.returncode == 0, result.stderr
