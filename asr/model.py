@@ -149,6 +149,14 @@ class RecurrentLayer(nn.Module):
                     nn.init.constant_(bias[hidden_size:2 * hidden_size], 0.5)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+            # cuDNN's autocast wrapper runs recurrent layers in fp16 whatever autocast's dtype (ATen's
+            # cudnn/AutocastRNN.cpp), and bf16 training has no gradient scaler to keep fp16 from underflowing.
+            with torch.autocast("cuda", enabled=False):
+                return self.run(x.float(), lengths)
+        return self.run(x, lengths)
+
+    def run(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         forward, _ = self.forward_rnn(x)
         if self.backward_rnn is None:
             return forward

@@ -38,10 +38,12 @@ def manifest(an4_prepared, fsdd_prepared, tmp_path_factory):
     return path
 
 
-def write_config(folder, manifest, **training) -> os.PathLike:
+def write_config(folder, manifest, norm: str = "none", **training) -> os.PathLike:
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump({
-        "model": {"conv_channels": 4, "rnn_layers": 1, "rnn_hidden": 24, "dropout": 0.2},
+        "model": {"conv_channels": 4, "rnn_layers": 1 if norm == "none" else 2, "rnn_hidden": 24,
+                  "dropout": 0.2, "norm": norm},
         "data": {"train": [str(manifest)], "dev": [str(manifest)], "batch_seconds": 2.5, "num_workers": 1},
         "augment": {"speeds": [0.9, 1.0, 1.1]},
         "training": {"epochs": EPOCHS, "learning_rate": 0.01, "warmup_steps": 5, "precision": "bf16", "seed": 3,
@@ -207,3 +209,110 @@ def test_a_time_budget_carries_the_decay_to_its_end():
     assert learning_rate_factor(20, 10, 1000, 0.02, time_used=0.5) == pytest.approx(0.51)
     assert learning_rate_factor(20, 10, 1000, 0.02, time_used=1.3) == pytest.approx(0.02)
     assert learning_rate_factor(1000, 10, 1000, 0.02, time_used=0.1) == pytest.approx(0.02)  # steps further along
+
+
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+RANK_ONE_PATCHES = '''
+import os, sys, time
+if os.environ["RANK"] == "1":
+    patch = sys.argv.pop(1)
+    if patch == "fast_clock":
+        real, start = time.perf_counter, time.perf_counter()
+        time.perf_counter = lambda: start + 2 * (real() - start)
+    elif patch == "other_batches":
+        import asr.data
+        all_batches = asr.data.DurationBatchSampler.all_batches
+        asr.data.DurationBatchSampler.all_batches = lambda self, epoch=None: all_batches(self, epoch)[::-1]
+    elif patch == "no_shared_folder":
+        import asr.train
+        def not_here(path):
+            raise FileNotFoundError(path)
+        asr.train.load_checkpoint = not_here
+else:
+    sys.argv.pop(1)
+import cli
+sys.argv[0] = "asr"
+cli.main()
+'''
+
+
+def start_patched(tmp_path, patch: str, config, out, *extra: str) -> subprocess.Popen:
+    """Two gloo processes under torchrun, rank 1 with ``patch``: a clock running twice as fast, batches of its
+    own, or no access to the output folder."""
+    script = tmp_path / "rank_one_patched.py"
+    script.write_text(RANK_ONE_PATCHES)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([*TORCHRUN, str(script), patch, "train", "--config", str(config), "--out", str(out),
+                             *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def digest_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "weights identical on all 2 processes" in line]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clock", ["same_clock", "fast_clock"])
+def test_a_time_budget_under_torchrun_ends_every_rank_together(manifest, tmp_path, clock):
+    """Ranks share the slowest clock for the budget and the learning rate, so they stop at the same step with
+    the same weights, even when one rank's clock runs twice as fast."""
+    config = write_config(tmp_path, manifest, precision="fp32", epochs=1000, max_minutes=0.04)
+    code, stderr = finish(start_patched(tmp_path, clock, config, tmp_path / "run"))
+    assert code == 0, stderr[-4000:]
+    assert stderr.count("stopping: training.max_minutes") == 1, stderr[-4000:]
+    rows = read_rows(tmp_path / "run" / "log.csv")
+    assert 1 <= len(rows) < 1000 and len(digest_lines(stderr)) == len(rows)
+
+
+@pytest.mark.slow
+def test_ranks_that_compute_different_batches_stop_with_an_error(manifest, tmp_path):
+    config = write_config(tmp_path, manifest, precision="fp32", epochs=1)
+    code, stderr = finish(start_patched(tmp_path, "other_batches", config, tmp_path / "run"))
+    assert code != 0 and "error: the 2 processes disagree on epoch 1's batches" in stderr, stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_a_rank_without_the_output_folder_resumes_from_rank_zeros_checkpoint(manifest, tmp_path):
+    code, stderr = finish(start_training(write_config(tmp_path, manifest, precision="fp32", epochs=1),
+                                         tmp_path / "run", launcher=TORCHRUN))
+    assert code == 0, stderr[-4000:]
+    config = write_config(tmp_path, manifest, precision="fp32", epochs=2)
+    code, stderr = finish(start_patched(tmp_path, "no_shared_folder", config, tmp_path / "run", "--resume"))
+    assert code == 0, stderr[-4000:]
+    assert "resuming at epoch 2" in stderr and len(digest_lines(stderr)) == 1
+
+
+@pytest.mark.slow
+def test_resume_under_torchrun_with_accumulation_step_checkpoints_and_batch_norm_is_exact(manifest, tmp_path):
+    settings = {"precision": "fp32", "accumulate_batches": 2, "checkpoint_every": 1}
+    straight_config = write_config(tmp_path / "straight", manifest, **settings, norm="batch")
+    code, stderr = finish(start_training(straight_config, tmp_path / "straight" / "run", launcher=TORCHRUN))
+    assert code == 0, stderr[-4000:]
+    total_steps = int(read_rows(tmp_path / "straight" / "run" / "log.csv")[-1]["step"])
+
+    config = write_config(tmp_path, manifest, **settings, norm="batch")
+    process = start_training(config, tmp_path / "run", launcher=TORCHRUN)
+    wait_for_steps(process, tmp_path / "run", total_steps // 2)
+    os.killpg(process.pid, signal.SIGTERM)
+    code, stderr = finish(process)
+    assert code != 0 and "--resume" in stderr, stderr[-4000:]
+    code, stderr = finish(start_training(config, tmp_path / "run", "--resume", launcher=TORCHRUN))
+    assert code == 0, stderr[-4000:]
+    assert_identical(weights(tmp_path / "straight" / "run"), weights(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_resuming_with_another_process_count_goes_on_from_the_same_point_with_new_streams(manifest, tmp_path):
+    config = write_config(tmp_path, manifest, precision="fp32", checkpoint_every=1)
+    process = start_training(config, tmp_path / "run")
+    wait_for_steps(process, tmp_path / "run", 3)
+    os.killpg(process.pid, signal.SIGTERM)
+    assert finish(process)[0] == 128 + signal.SIGTERM
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    code, stderr = finish(start_training(config, tmp_path / "run", "--resume", launcher=TORCHRUN))
+    assert code == 0, stderr[-4000:]
+    assert "written by 1 processes, not 2: each process draws new random numbers" in stderr
+    if not saved["epoch_finished"]:
+        assert f"goes on from batch {saved['epoch_stats']['batches'] // 2 + 1}" in stderr
+    assert len(digest_lines(stderr)) == EPOCHS - saved["epoch"] + (0 if saved["epoch_finished"] else 1)
