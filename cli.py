@@ -95,14 +95,15 @@ def transcribe(
 ) -> None:
     """Transcribe audio of any length; a file that cannot be read is reported and the rest go on."""
     from asr.audio import RawFormat
-    from asr.transcribe_job import transcribe_job
+    from asr.transcribe_job import plan_job, transcribe_job
 
     raw = RawFormat(sample_rate=raw_sample_rate, byte_order=raw_byte_order.value)
+    job = plan_job(inputs, format.value, output_dir, skip_existing)
     recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
                                     hotwords=hotword or [], hotword_weight=hotword_weight)
     try:
-        summary = transcribe_job(recognizer, text_decoder, inputs, format.value, output_dir, skip_existing,
-                                 batch_seconds, raw, workers, sys.stderr.isatty() if progress is None else progress)
+        summary = transcribe_job(recognizer, text_decoder, job, batch_seconds, raw, workers,
+                                 sys.stderr.isatty() if progress is None else progress)
     finally:
         text_decoder.close()
     if summary.failed:

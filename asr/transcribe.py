@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
+import math
 import os
 import queue
 import threading
@@ -120,7 +121,8 @@ def transcribe_files(recognizer: Recognizer, paths: Iterable[str | os.PathLike],
     Segments of all files go through the model in batches of about ``batch_seconds`` of
     audio; ``workers`` threads read and cut files ahead of it; ``.raw``/``.pcm`` files are
     read in the layout ``raw`` gives. ``progress`` is called with the seconds of audio
-    done each time some are.
+    done each time some are. Without a ``decoder``, the model's default is built, and closed
+    (its beam-search workers stopped) when the last transcript is out or the iteration stops.
     """
     model_rate = recognizer.frontend.config.sample_rate
 
@@ -128,14 +130,19 @@ def transcribe_files(recognizer: Recognizer, paths: Iterable[str | os.PathLike],
         layout = raw if Path(path).suffix.lower() in RAW_SUFFIXES else None
         return _Source(str(path), lambda: stream_audio(path, model_rate, layout))
 
-    yield from _transcribe(recognizer, decoder or recognizer.decoder(), map(source, paths), batch_seconds,
-                           segmenting, workers, progress)
+    own_decoder = decoder is None
+    decoder = decoder or recognizer.decoder()
+    try:
+        yield from _transcribe(recognizer, decoder, map(source, paths), batch_seconds, segmenting, workers, progress)
+    finally:
+        if own_decoder:
+            decoder.close()  # and with it beam search's worker processes
 
 
 def _transcribe(recognizer: Recognizer, decoder: Decoder, sources: Iterable[_Source], batch_seconds: float,
                 segmenting: SegmentOptions, workers: int, progress: Callable[[float], None] | None = None
                 ) -> Iterator[Transcript]:
-    if batch_seconds <= 0:
+    if not 0 < batch_seconds < math.inf:  # nan and inf would make one batch of everything
         raise TranscribeError(f"the batch size must be a positive number of seconds, not {batch_seconds:g}")
     if workers < 1:
         raise TranscribeError(f"at least one worker is needed, not {workers}")
@@ -220,9 +227,10 @@ def _decode(recognizer: Recognizer, decoder: Decoder, window: list[tuple[_InFlig
         for i, array in zip(batch, split_batch(*recognizer.log_probs(waveforms, lengths))):
             log_probs[i] = array
     for (file, segment), hypothesis in zip(window, decoder.decode(log_probs)):
-        offset = segment.start / sample_rate
-        file.parts.append((segment.start, [dataclasses.replace(word, start=round(word.start + offset, 3),
-                                                               end=round(word.end + offset, 3))
+        # In file time, and within the segment: its last frame's span reaches past its last sample.
+        offset, end = segment.start / sample_rate, segment.end / sample_rate
+        file.parts.append((segment.start, [dataclasses.replace(word, start=round(min(word.start + offset, end), 3),
+                                                               end=round(min(word.end + offset, end), 3))
                                            for word in hypothesis.words]))
         file.undecoded -= 1
 

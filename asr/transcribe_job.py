@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -100,27 +100,51 @@ class JobSummary:
                 f"{self.audio_seconds / 3600:.2f} h of audio in {self.seconds:.1f} s{rate}")
 
 
-def transcribe_job(recognizer: Recognizer, decoder: Decoder, inputs: Sequence[str | os.PathLike], format: str = "txt",
-                   output_dir: Path | None = None, skip_existing: bool = False, batch_seconds: float = 60.0,
-                   raw: RawFormat | None = None, workers: int = 2, progress: bool = False) -> JobSummary:
-    """``asr transcribe``: transcribe files, folders and patterns, writing each transcript as soon as it
-    is done (atomically, into ``output_dir``) or printing it; a file that fails is one ``error:`` line
-    on stderr and the rest go on. With ``progress``, a progress bar; with it or ``output_dir``, a closing
-    summary line on stderr (printed transcripts alone on a pipe stay clean)."""
-    started = time.perf_counter()
-    files, problems = find_audio(inputs)
-    summary = JobSummary(failed=len(problems))
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+@dataclass
+class Job:
+    """What ``asr transcribe`` is to do, settled before a model is loaded."""
+
+    files: list[AudioFile]
+    problems: list[str]  # one line for each folder or pattern that names no file
+    format: str = "txt"
+    output_dir: Path | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)  # each file's output file, with an output_dir
+    skipped: int = 0  # files whose output file exists already, with skip_existing
+
+
+def plan_job(inputs: Sequence[str | os.PathLike], format: str = "txt", output_dir: Path | None = None,
+             skip_existing: bool = False) -> Job:
+    """Find the files that files, folders and patterns name, and refuse options that cannot work with
+    them, before any model is loaded and any audio read."""
     if skip_existing and output_dir is None:
         raise TranscribeError("--skip-existing needs --output-dir, where the finished transcripts are")
-    outputs = {}
     if output_dir is not None:
-        outputs = {str(file.path): output_path(Transcript(str(file.path)), output_dir, format, file.root) for file in files}
-        _check_distinct(outputs)
+        _check_folder(output_dir)
+    job = Job(*find_audio(inputs), format, output_dir)
+    if output_dir is None and format in ("srt", "vtt") and len(job.files) > 1:
+        raise TranscribeError(f"--format {format}: a subtitle document holds one file's transcript; give --output-dir "
+                              f"to write one for each of the {len(job.files)} files")
+    if output_dir is not None:
+        job.outputs = {str(file.path): output_path(Transcript(str(file.path)), output_dir, format, file.root)
+                       for file in job.files}
+        _check_distinct(job.outputs)
         if skip_existing:
-            files = [file for file in files if not outputs[str(file.path)].exists()]
-            summary.skipped = len(outputs) - len(files)
+            job.files = [file for file in job.files if not job.outputs[str(file.path)].exists()]
+            job.skipped = len(job.outputs) - len(job.files)
+    return job
+
+
+def transcribe_job(recognizer: Recognizer, decoder: Decoder, job: Job, batch_seconds: float = 60.0,
+                   raw: RawFormat | None = None, workers: int = 2, progress: bool = False) -> JobSummary:
+    """``asr transcribe``: transcribe the job's files, writing each transcript as soon as it is done
+    (atomically, into its output folder) or printing it; a file that fails is one ``error:`` line on
+    stderr and the rest go on. With ``progress``, a progress bar; with it or an output folder, a closing
+    summary line on stderr (printed transcripts alone on a pipe stay clean)."""
+    started = time.perf_counter()
+    files, format, output_dir = job.files, job.format, job.output_dir
+    summary = JobSummary(failed=len(job.problems), skipped=job.skipped)
+    for problem in job.problems:
+        print(f"error: {problem}", file=sys.stderr)
     total = sum(_duration_or_zero(file.path, raw) for file in files) / 3600 if progress else None
     with quiet_c_stderr(), tqdm(total=total, unit="h", desc="transcribing", bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} h "
               "[{elapsed}<{remaining}{postfix}]", **progress_bar_options(progress)) as bar:
@@ -144,7 +168,7 @@ def transcribe_job(recognizer: Recognizer, decoder: Decoder, inputs: Sequence[st
                 summary.transcribed += 1
                 summary.audio_seconds += result.duration
                 if output_dir is not None:
-                    target = outputs[result.path]
+                    target = job.outputs[result.path]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     write_text_atomically(target, format_transcript(result, format))
                 elif format == "txt" and len(files) > 1:
@@ -155,6 +179,14 @@ def transcribe_job(recognizer: Recognizer, decoder: Decoder, inputs: Sequence[st
     if progress or output_dir is not None:
         print(summary, file=sys.stderr)
     return summary
+
+
+def _check_folder(output_dir: Path) -> None:
+    """Refuse an output folder that is a file, or lies inside one, rather than fail on it after the work."""
+    existing = next(path for path in (output_dir, *output_dir.parents) if path.exists())
+    if not existing.is_dir():
+        named = "it" if existing == output_dir else str(existing)
+        raise TranscribeError(f"--output-dir {output_dir}: {named} is a file, not a folder")
 
 
 def _check_distinct(outputs: dict[str, Path]) -> None:

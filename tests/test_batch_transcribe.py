@@ -20,7 +20,7 @@ import soundfile
 from asr.audio import load_audio
 from asr.evaluate import error_rates
 from asr.transcribe_job import AudioFile, find_audio
-from helpers import FSDD, REPO, SAMPLES, run_cli
+from helpers import FSDD, REPO, SAMPLES, assert_one_line_error, run_cli
 
 CLIP = REPO / "data" / "samples" / "an4-cen6-mmkw-b.flac"  # "two nine six six two", 16 kHz
 SUMMARY = re.compile(r"^(\d+) transcribed, (\d+) failed, (\d+) skipped: \d+\.\d\d h of audio in \d+\.\d s"
@@ -168,6 +168,8 @@ def test_output_dir_mirrors_folders_resumes_and_summarises(tree, tmp_path):
     (["--skip-existing"], "--skip-existing needs --output-dir"),
     (["--output-dir", "OUT", "--batch-seconds", "0"], "batch size must be a positive"),
     (["--output-dir", "OUT", "--workers", "0"], "at least one worker"),
+    (["--output-dir", "OUT", "--batch-seconds", "nan"], "batch size must be a positive"),
+    (["--output-dir", "OUT", "--batch-seconds", "inf"], "batch size must be a positive"),
 ])
 @pytest.mark.slow
 def test_bad_options_are_one_line_errors(tree, tmp_path, args, message):
@@ -186,3 +188,22 @@ def test_two_inputs_for_one_output_are_refused_before_any_work(tree, tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and str(tmp_path / "out" / "a.txt") in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_an_output_dir_that_is_a_file_is_refused_before_the_model_loads(tree, tmp_path):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("kept\n")
+    absent_model = tmp_path / "absent.pt"  # read only if the options passed
+    for output_dir in (existing, existing / "transcripts"):
+        result = run_cli("transcribe", tree, "--output-dir", output_dir, "--model", absent_model)
+        assert_one_line_error(result, "--output-dir", output_dir)
+    assert existing.read_text() == "kept\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("format", ["srt", "vtt"])
+def test_subtitles_of_several_files_are_refused_without_an_output_dir(tree, tmp_path, format):
+    result = run_cli("transcribe", tree, "--format", format, "--model", tmp_path / "absent.pt")
+    assert_one_line_error(result, "--output-dir", format)
+    assert result.stdout == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import multiprocessing
 import re
 
 import numpy as np
@@ -199,3 +200,19 @@ def test_python_api_errors_name_the_input(recognizer, greedy, tmp_path):
         transcribe(recognizer, tmp_path / "missing.wav", decoder=greedy)
     with pytest.raises(AudioError, match="is a directory"):
         transcribe(recognizer, tmp_path, decoder=greedy)
+
+
+def test_words_end_within_the_recording(recognizer, greedy):
+    # The model's last frame reaches past the last sample; a word cannot end after its audio does.
+    for path in sorted((REPO / "data" / "samples").glob("*.flac")):
+        transcript = transcribe(recognizer, path, decoder=greedy)
+        assert transcript.words and transcript.words[-1].end <= transcript.duration, path
+
+
+@pytest.mark.slow
+def test_transcribe_files_closes_the_decoder_it_builds(recognizer, monkeypatch):
+    beam = recognizer.decoder("beam", workers=2)  # with the model's LM; two utterances at once start its pool
+    monkeypatch.setattr(recognizer, "decoder", lambda: beam)
+    paths = [REPO / "data" / "samples" / name for name in ("an4-an26-mdxs-b.flac", "fsdd-5_nicolas_23.flac")]
+    assert [transcript.text for transcript in transcribe_files(recognizer, paths)] == ["yes", "five"]
+    assert multiprocessing.active_children() == []  # the beam-search workers were stopped
