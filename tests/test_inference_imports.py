@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import REPO
 
 CLIP = REPO / "data" / "samples" / "fsdd-5_nicolas_23.flac"  # the bundled model reads it as "five"
@@ -42,6 +44,7 @@ def imported(modules: list[str], names: tuple[str, ...]) -> list[str]:
             if module in names or module.startswith(tuple(name + "." for name in names)) or module.startswith(TRAINING)]
 
 
+@pytest.mark.slow
 def test_greedy_transcription_imports_no_beam_search_lm_or_training_code(tmp_path):
     result, modules = transcribe_listing_modules(tmp_path, "--decoder", "greedy")
     assert result.returncode == 0, result.stderr
@@ -49,6 +52,7 @@ def test_greedy_transcription_imports_no_beam_search_lm_or_training_code(tmp_pat
     assert imported(modules, NEVER + BEAM_ONLY) == []
 
 
+@pytest.mark.slow
 def test_beam_search_imports_its_libraries_when_chosen(tmp_path):
     result, modules = transcribe_listing_modules(tmp_path, "--decoder", "beam")
     assert result.returncode == 0, result.stderr
