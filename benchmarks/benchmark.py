@@ -1,10 +1,12 @@
 """Speed of training, of the recurrent layers, and of transcription on this machine.
 
     python benchmarks/benchmark.py [--manifest runs/data/an4/dev.jsonl] [--config configs/default.yaml] [--precision bf16]
+                                   [--device cuda]
 
 Prints, each as the median of --repeats runs:
-- training throughput: seconds of audio trained on per second (forward, CTC loss,
-  backward, optimiser step on real batches), at fp32 and at --precision (the config's by default);
+- training throughput: seconds of audio trained on per second through `asr train`'s own step
+  (asr.train.train_step: forward, CTC, backward, clipping, AdamW) on real batches, at fp32 and at
+  --precision (the config's by default);
 - the LSTM stack's achieved GFLOP/s, forward and backward, fp32 and bf16;
 - the real-time factor of `transcribe_files` with the bundled model over the manifest's
   audio, loading the model and decoding the files included.
@@ -13,6 +15,7 @@ Prints, each as the median of --repeats runs:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from itertools import islice
@@ -21,12 +24,13 @@ from pathlib import Path
 import torch
 
 from asr.checkpoint import DEFAULT_MODEL
-from asr.config import load_config
-from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
-from asr.features import LogMelFrontend
+from asr.config import Config, load_config
+from asr.data import Batch, DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.model import AcousticModel
-from asr.recognizer import load_model
+from asr.recognizer import choose_device, load_model
 from asr.text import Vocabulary
+from asr.train import new_state, new_trainer, train_step
+from asr.train_data import training_prior
 from asr.transcribe import transcribe_files
 
 
@@ -34,23 +38,13 @@ def median_of(runs: int, measure) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
-def training_throughput(config, batches, dtype: torch.dtype | None) -> float:
-    torch.manual_seed(0)
-    vocabulary = Vocabulary()
-    frontend = LogMelFrontend(config.features).train()
-    model = AcousticModel(config.model, config.features.n_mels, len(vocabulary)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ctc = torch.nn.CTCLoss(zero_infinity=True, reduction="sum")
-    started, audio = time.perf_counter(), 0.0
-    for batch in batches:
-        features, lengths = frontend(batch.waveforms, batch.lengths)
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            log_probs, frames = model(features, lengths)
-        loss = ctc(log_probs.transpose(0, 1), batch.targets, frames, batch.target_lengths) / len(batch.lengths)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        audio += batch.lengths.sum().item() / config.features.sample_rate
+def training_throughput(config: Config, batches: list[Batch], precision: str, device: torch.device) -> float:
+    config = dataclasses.replace(config, training=dataclasses.replace(config.training, precision=precision))
+    state = new_state(config, Vocabulary(), device)
+    trainer = new_trainer(config, state, device, total_steps=len(batches))
+    train_step(trainer, state, batches[:1])  # warm-up: the first step allocates and, on a GPU, picks kernels
+    started = time.perf_counter()
+    audio = sum(train_step(trainer, state, [batch]).audio_seconds for batch in batches)
     return audio / (time.perf_counter() - started)
 
 
@@ -76,9 +70,9 @@ def lstm_gflops(config, dtype: torch.dtype | None, batch: int = 16, frames: int 
     return median_of(3, run)
 
 
-def real_time_factor(model_path: Path, paths: list[Path], audio_seconds: float) -> float:
+def real_time_factor(model_path: Path, paths: list[Path], audio_seconds: float, device: torch.device) -> float:
     started = time.perf_counter()
-    recognizer = load_model(model_path, "cpu")
+    recognizer = load_model(model_path, device)
     for _ in transcribe_files(recognizer, paths):
         pass
     return (time.perf_counter() - started) / audio_seconds
@@ -92,29 +86,33 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precision", choices=["bf16", "fp16"], help="autocast to compare with fp32 (default: the config's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    device = choose_device(args.device)
     config = load_config(args.config)
     utterances = read_manifest(args.manifest)
     dataset = SpeechDataset(utterances, Vocabulary(), source=args.manifest)
+    if config.features.prior_frames > 0:  # measured on the benchmark's audio, as asr train measures its training set's
+        mean, std = training_prior(config, dataset, device)
+        config = dataclasses.replace(config, features=dataclasses.replace(config.features, prior_mean=mean,
+                                                                          prior_std=std))
     sampler = DurationBatchSampler([u.duration for u in utterances], config.data.batch_seconds, seed=0)
     batches = [collate([dataset[i] for i in indices]) for indices in islice(sampler, args.batches)]
-    precision_name = args.precision or config.training.precision
-    precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision_name)
+    precision = args.precision or config.training.precision
 
-    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, {len(batches)} batches of "
+    print(f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {len(batches)} batches of "
           f"{config.data.batch_seconds:.0f} s from {args.manifest}")
-    fp32 = median_of(args.repeats, lambda: training_throughput(config, batches, None))
+    fp32 = median_of(args.repeats, lambda: training_throughput(config, batches, "fp32", device))
     print(f"training throughput, fp32: {fp32:.1f} s of audio per second")
-    if precision is not None:
-        mixed = median_of(args.repeats, lambda: training_throughput(config, batches, precision))
-        print(f"training throughput, {precision_name} autocast: {mixed:.1f} s of audio per second "
-              f"({mixed / fp32:.2f}x fp32)")
-    print(f"LSTM stack, forward + backward: {lstm_gflops(config, None):.1f} GFLOP/s fp32, "
-          f"{lstm_gflops(config, torch.bfloat16):.1f} GFLOP/s bf16 autocast")
+    if precision not in ("fp32", "auto"):
+        mixed = median_of(args.repeats, lambda: training_throughput(config, batches, precision, device))
+        print(f"training throughput, {precision} autocast: {mixed:.1f} s of audio per second ({mixed / fp32:.2f}x fp32)")
+    if device.type == "cpu":
+        print(f"LSTM stack, forward + backward: {lstm_gflops(config, None):.1f} GFLOP/s fp32, "
+              f"{lstm_gflops(config, torch.bfloat16):.1f} GFLOP/s bf16 autocast")
     paths = [u.audio_filepath for u in utterances]
     audio_seconds = sum(u.duration for u in utterances)
-    rtf = median_of(args.repeats, lambda: real_time_factor(Path(args.model), paths, audio_seconds))
+    rtf = median_of(args.repeats, lambda: real_time_factor(Path(args.model), paths, audio_seconds, device))
     print(f"transcription with {args.model}: real-time factor {rtf:.4f} "
           f"({1 / rtf:.0f}x faster than real time, {len(paths)} files, {audio_seconds / 60:.1f} min of audio)")
 
