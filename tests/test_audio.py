@@ -238,7 +238,7 @@ def test_samples_first_refuses_a_layout_it_cannot_tell(shape, problem):
 
 
 def test_transcribe_takes_channels_first_arrays_as_librosa_returns_them():
-    from asr.checkpoint import load_model
+    from asr.recognizer import load_model
     from asr.transcribe import transcribe
 
     recognizer = load_model(device="cpu")
