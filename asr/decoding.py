@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -53,7 +54,7 @@ class DecoderOptions:
     beta: float = 1.0  # word insertion bonus
     hotwords: list[str] = field(default_factory=list)
     hotword_weight: float = 10.0
-    workers: int = 0  # beam search processes; 0 for one per CPU core
+    workers: int = 0  # beam search processes; 0 for one per CPU this process may use
     # Pruning: tokens below this log-probability are not expanded (unless best in their frame),
     # beams this far below the best are dropped, runs of frames this sure of blank become one frame.
     token_min_logp: float = -5.0
@@ -216,15 +217,15 @@ class Decoder:
         self.options = options
         self._beam_search: BeamSearch | None = None
         self._pool = None
+        self._unigrams = unigrams  # for the worker processes' own decoders
         if options.kind == "beam":
             from asr import beam_search  # and with it pyctcdecode, only when beam search is chosen
 
             labels = ["" if token == vocabulary.tokens[vocabulary.blank] else token for token in vocabulary.tokens]
             hotwords = normalize_hotwords(options.hotwords, vocabulary)
-            self._beam_search = beam_search.BeamSearch(labels, self._language_model(unigrams), hotwords,
-                                                       options.hotword_weight)
+            self._beam_search = beam_search.BeamSearch(labels, self._language_model(), hotwords, options.hotword_weight)
 
-    def _language_model(self, unigrams: list[str] | None) -> LanguageModel | None:
+    def _language_model(self) -> LanguageModel | None:
         """pyctcdecode's scorer over the KenLM model at ``options.lm``, weighted by alpha and beta."""
         if self.options.lm is None:
             return None
@@ -240,25 +241,32 @@ class Decoder:
         except (OSError, RuntimeError) as error:
             reason = str(error).strip().splitlines()[-1][:160] if str(error).strip() else type(error).__name__
             raise DecoderError(f"{self.options.lm}: KenLM cannot load it ({reason})") from None
-        if unigrams is None and self.options.lm.endswith(".arpa"):  # as pyctcdecode's build_ctcdecoder does
-            unigrams = sorted(load_unigram_set_from_arpa(self.options.lm))
-        return LanguageModel(model, unigrams, alpha=self.options.alpha, beta=self.options.beta)
+        if self._unigrams is None and self.options.lm.endswith(".arpa"):  # as pyctcdecode's build_ctcdecoder does
+            self._unigrams = sorted(load_unigram_set_from_arpa(self.options.lm))
+        return LanguageModel(model, self._unigrams, alpha=self.options.alpha, beta=self.options.beta)
 
     def _workers(self):
         """The pool of beam-search processes, started on first use and kept.
 
-        Workers inherit this decoder, its LM included, by fork (nothing large is pickled),
-        so the pool is started after the LM and its weights are set.
+        Each worker builds its own copy of this decoder, LM included, in a process started from
+        the forkserver (spawned where there is none): forking this process could copy a lock that
+        one of its threads (an audio reader, PyTorch's) held at that moment, and hang the worker.
+        So a script that decodes in parallel needs the ``if __name__ == "__main__":`` guard, as
+        with any such start method. The first pool of a process costs seconds (the forkserver
+        imports PyTorch); a later one, a fraction of one; the weights travel with the work, so
+        tune-lm keeps one pool for its whole grid.
         """
-        global _FORKED_DECODER
-        if self._pool is None and self._worker_count > 1 and "fork" in multiprocessing.get_all_start_methods():
-            _FORKED_DECODER = self
-            self._pool = multiprocessing.get_context("fork").Pool(self._worker_count)
+        if self._pool is None and self._worker_count > 1:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            context.set_forkserver_preload(["asr.decoding", "asr.beam_search"])  # imported once, not per worker
+            self._pool = context.Pool(self._worker_count, _start_worker,
+                                      (self.vocabulary, self.frame_seconds, self.options, self._unigrams))
         return self._pool
 
     @property
     def _worker_count(self) -> int:
-        return self.options.workers or os.cpu_count() or 1
+        return self.options.workers or usable_cpus()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -271,7 +279,6 @@ class Decoder:
         if self._beam_search is not None and self._beam_search.language_model is not None:
             self._beam_search.language_model.reset_params(alpha=float(alpha), beta=float(beta))
             self._beam_search.reset()
-            self.close()  # running workers hold the old weights
 
     def decode(self, log_probs: Sequence[np.ndarray], timings: bool = True) -> list[Hypothesis]:
         """One hypothesis per utterance's (frames, vocab) log-probabilities; without ``timings``,
@@ -291,7 +298,8 @@ class Decoder:
         # Longest first in small chunks, so that no worker is left alone with a run of long
         # utterances at the end (a manifest often lists its long utterances together).
         order = sorted(range(len(log_probs)), key=lambda i: len(log_probs[i]), reverse=True)
-        found = pool.map(functools.partial(_search_in_worker, timings=timings), [log_probs[i] for i in order],
+        search = functools.partial(_search_in_worker, timings=timings, weights=(self.options.alpha, self.options.beta))
+        found = pool.map(search, [log_probs[i] for i in order],
                          chunksize=max(1, len(log_probs) // (16 * self._worker_count)))
         return [result for _, result in sorted(zip(order, found), key=lambda pair: pair[0])]  # back in input order
 
@@ -310,8 +318,23 @@ class Decoder:
                       for word, start, end in aligned_spans(frames, text, self.vocabulary)]
 
 
-_FORKED_DECODER: Decoder | None = None  # the decoder whose worker pool was started last
+def usable_cpus() -> int:
+    """The CPUs this process may run on: in a container, its share, not the host's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _search_in_worker(log_probs: np.ndarray, timings: bool) -> tuple[str, list[tuple[str, int, int]]]:
-    return _FORKED_DECODER._search(log_probs, timings)
+_WORKER_DECODER: Decoder | None = None  # a worker process's own copy of the decoder whose pool started it
+
+
+def _start_worker(vocabulary: Vocabulary, frame_seconds: float, options: DecoderOptions,
+                  unigrams: list[str] | None) -> None:
+    global _WORKER_DECODER
+    _WORKER_DECODER = Decoder(vocabulary, frame_seconds, dataclasses.replace(options, workers=1), unigrams)
+
+
+def _search_in_worker(log_probs: np.ndarray, timings: bool, weights: tuple[float, float]
+                      ) -> tuple[str, list[tuple[str, int, int]]]:
+    """Search with the LM weights the pool's owner has now (tune-lm changes them between batches)."""
+    if weights != (_WORKER_DECODER.options.alpha, _WORKER_DECODER.options.beta):
+        _WORKER_DECODER.set_lm_weights(*weights)
+    return _WORKER_DECODER._search(log_probs, timings)

@@ -9,6 +9,8 @@ search never expands them.
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import torch
 
 from asr.checkpoint import model_state, save_checkpoint
 from asr.decoding import (DECODERS, Decoder, DecoderError, DecoderOptions, Hypothesis, compress_blanks, greedy_spans,
-                          word_confidence)
+                          usable_cpus, word_confidence)
 from asr.features import FeatureConfig
 from asr.lm import build_lm
 from asr.lm_check import check_lm
@@ -301,9 +303,11 @@ def test_set_lm_weights_reaches_the_workers(lm):
     try:
         acoustic = as_tuples(parallel.decode(batch))
         assert acoustic == as_tuples(decoder(lm=lm, alpha=0.0, beta=0.0, workers=1).decode(batch))
+        pool = parallel._pool
         parallel.set_lm_weights(2.0, 0.0)
         assert (parallel.options.alpha, parallel.options.beta) == (2.0, 0.0)
         weighted = as_tuples(parallel.decode(batch))
+        assert parallel._pool is pool, "the workers take the new weights with their work, not a new pool"
         fresh = as_tuples(decoder(lm=lm, alpha=2.0, beta=0.0, workers=1).decode(batch))
         assert weighted == fresh
         assert weighted != acoustic, "alpha should have changed some hypotheses"
@@ -312,6 +316,30 @@ def test_set_lm_weights_reaches_the_workers(lm):
         assert as_tuples(parallel.decode(batch)) == acoustic
     finally:
         parallel.close()
+
+
+def test_workers_default_to_the_cpus_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)  # a container's share
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the host's
+    assert usable_cpus() == 3
+    assert decoder(workers=0)._worker_count == 3
+
+
+def test_worker_pool_is_not_forked_from_a_threaded_process(lm):
+    """Reader threads run while the pool starts (transcribe's); a forked worker could inherit a lock one
+    of them held and hang, so workers start from the forkserver and build their own decoder."""
+    stop = threading.Event()
+    reader = threading.Thread(target=stop.wait)
+    reader.start()
+    parallel = decoder(lm=lm, alpha=1.0, beta=0.5, workers=2)
+    try:
+        batch = batch_for_lm()
+        assert as_tuples(parallel.decode(batch)) == as_tuples(decoder(lm=lm, alpha=1.0, beta=0.5, workers=1).decode(batch))
+        assert parallel._pool._ctx.get_start_method() in ("forkserver", "spawn")
+    finally:
+        parallel.close()
+        stop.set()
+        reader.join()
 
 
 def test_set_lm_weights_validates():
