@@ -72,15 +72,14 @@ def start_distributed(device_name: str | None) -> tuple[Distributed, torch.devic
 
     torchrun sets WORLD_SIZE, RANK and LOCAL_RANK (and where to rendezvous); each process drives one GPU.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = choose_device(device_name)
-    if world_size == 1:
+    if "LOCAL_RANK" not in os.environ:  # not started by torchrun
         return Distributed(), device
     if device.type == "cuda":
         device = torch.device("cuda", cuda_index(int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()))
         torch.cuda.set_device(device)
     torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(torch.distributed.get_rank(), world_size), device
+    return Distributed(torch.distributed.get_rank(), torch.distributed.get_world_size()), device
 
 
 def cuda_index(local_rank: int, visible_gpus: int) -> int:

@@ -250,7 +250,7 @@ def train(config: Config, out_dir: str | Path, resume: bool = False, device: str
                 run.records.close()
             return best_checkpoint(run, state)
     finally:
-        if ddp.world_size > 1:
+        if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
