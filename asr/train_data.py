@@ -51,10 +51,10 @@ def training_batches(config: Config, train_set: SpeechDataset, rank: int = 0, wo
                      progress: bool = False) -> DurationBatchSampler:
     """The training set's duration-bucketed batches for this rank.
 
-    Each epoch's are sized by the durations its augmentation draws (speeds, tempos, padding, trimming), so that
-    a batch's utterances come out about as long as each other. Sized by the slowest speed, the most padding and no
-    trimming instead, 13% of the bundled config's batches was padding, which the model computes over too (0.8%
-    so; benchmarks/batch_padding.py). With trimming, the training audio is read once first, to measure each
+    Each epoch's are sized by the durations its augmentation draws (speeds and trimming), so that a batch's
+    utterances come out about as long as each other: sized by the slowest speed and no trimming instead, 13% of the
+    bundled config's batches was padding, which the model computes over too, against 0.8% (docs/experiments.md).
+    With trimming, the training audio is read once first, to measure each
     utterance's trimmed duration.
     """
     durations = [u.duration for u in train_set.utterances]
