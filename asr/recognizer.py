@@ -63,8 +63,15 @@ class Recognizer:
         return self.model(features, feature_lengths)
 
 
+# Feature settings removed after they measured no gain, each with the value that left the features as they are
+# now: a model saved with that value loads; one trained with the setting on is refused as an unknown key.
+RETIRED_FEATURE_SETTINGS = {"remove_level": False, "channel_terms": 0}
+
+
 def build_recognizer(state: dict[str, Any], device: torch.device, source: str = "checkpoint") -> Recognizer:
-    features = from_dict(FeatureConfig, state["feature_config"], source, "features.")
+    stored = {key: value for key, value in state["feature_config"].items()
+              if not (key in RETIRED_FEATURE_SETTINGS and value == RETIRED_FEATURE_SETTINGS[key])}
+    features = from_dict(FeatureConfig, stored, source, "features.")
     config = from_dict(ModelConfig, state["model_config"], source, "model.")
     vocabulary = Vocabulary(state["vocabulary"])
     model = AcousticModel(config, features.n_mels, len(vocabulary))

@@ -165,3 +165,15 @@ def test_build_recognizer_from_state(model):
     recognizer = build_recognizer(model_state(model, FEATURES, Vocabulary()), torch.device("cpu"))
     assert recognizer.device == torch.device("cpu")
     assert recognizer.frame_seconds == pytest.approx(0.02)  # 10 ms hop, time stride 2
+
+
+@pytest.mark.parametrize("setting, off, on", [("remove_level", False, True), ("channel_terms", 0, 3)])
+def test_models_saved_with_a_retired_feature_setting_off_still_load(setting, off, on):
+    """A model trained while a since-removed setting existed, with it off, computes today's features; one
+    trained with it on would not, and is refused by name."""
+    vocabulary = Vocabulary()
+    model = AcousticModel(ModelConfig(conv_channels=4, rnn_layers=1, rnn_hidden=8), 80, len(vocabulary))
+    state = model_state(model, FeatureConfig(), vocabulary)
+    build_recognizer({**state, "feature_config": {**state["feature_config"], setting: off}}, torch.device("cpu"))
+    with pytest.raises(AsrError, match=f"features.{setting}"):
+        build_recognizer({**state, "feature_config": {**state["feature_config"], setting: on}}, torch.device("cpu"))
