@@ -72,11 +72,11 @@ def training_batches(config: Config, train_set: SpeechDataset, rank: int = 0, wo
 
 def training_prior(config: Config, train_set: SpeechDataset, device: torch.device) -> tuple[list[float], list[float]]:
     """Each mel bin's mean and deviation on the training audio, unaugmented (features.prior_mean, prior_std)."""
-    plain = copy.copy(train_set)
-    plain.augmentation = None
-    sampler = DurationBatchSampler([u.duration for u in plain.utterances], config.data.batch_seconds,
+    unaugmented = copy.copy(train_set)
+    unaugmented.augmentation = None
+    sampler = DurationBatchSampler([u.duration for u in unaugmented.utterances], config.data.batch_seconds,
                                    seed=config.training.seed)
-    loader = DataLoader(plain, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers)
+    loader = DataLoader(unaugmented, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers)
     mean, std = prior_statistics(LogMelFrontend(config.features).to(device),
                                  ((batch.waveforms.to(device), batch.lengths.to(device)) for batch in loader))
     log.info("features.prior_frames %g: each mel bin's mean and deviation measured on the training audio",
