@@ -56,6 +56,8 @@ BeamWidthOption = Annotated[int, typer.Option(help="Beams kept per frame.")]
 LmOption = Annotated[Optional[Path], typer.Option("--lm", help="ARPA or binary KenLM model; the model's own if omitted.")]
 AlphaOption = Annotated[Optional[float], typer.Option(help="LM weight (0 to 5); the model's tuned value if omitted.")]
 BetaOption = Annotated[Optional[float], typer.Option(help="Word insertion bonus (-5 to 10); the model's tuned value if omitted.")]
+UnigramsOption = Annotated[Optional[Path], typer.Option(
+    "--unigrams", help="The words a binary KenLM --lm was built on: a word list, or the ARPA file it came from.")]
 HotwordOption = Annotated[Optional[list[str]], typer.Option("--hotword", help="A word to favour; repeatable.")]
 HotwordWeightOption = Annotated[float, typer.Option(help="How strongly hotwords are favoured.")]
 
@@ -78,6 +80,7 @@ def transcribe(
     lm: LmOption = None,
     alpha: AlphaOption = None,
     beta: BetaOption = None,
+    unigrams: UnigramsOption = None,
     hotword: HotwordOption = None,
     hotword_weight: HotwordWeightOption = 10.0,
     format: Annotated[Format, typer.Option("--format", "-f", help="txt, json (with word timings), srt or vtt.")] = Format.txt,
@@ -99,7 +102,7 @@ def transcribe(
 
     raw = RawFormat(sample_rate=raw_sample_rate, byte_order=raw_byte_order.value)
     job = plan_job(inputs, format.value, output_dir, skip_existing)
-    recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
+    recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width, unigrams_file=unigrams,
                                     hotwords=hotword or [], hotword_weight=hotword_weight)
     try:
         summary = transcribe_job(recognizer, text_decoder, job, batch_seconds, raw, workers,
@@ -119,6 +122,7 @@ def evaluate(
     lm: LmOption = None,
     alpha: AlphaOption = None,
     beta: BetaOption = None,
+    unigrams: UnigramsOption = None,
     hotword: HotwordOption = None,
     hotword_weight: HotwordWeightOption = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -128,8 +132,8 @@ def evaluate(
     """Word and character error rates on a manifest."""
     from asr.evaluate import evaluate_manifest, format_rates
 
-    recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
-                            hotwords=hotword or [], hotword_weight=hotword_weight)
+    recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width, unigrams_file=unigrams,
+                                    hotwords=hotword or [], hotword_weight=hotword_weight)
     rates = evaluate_manifest(recognizer, manifest, text_decoder, errors, progress=not as_json)
     text_decoder.close()
     typer.echo(format_rates(rates, as_json))
@@ -139,6 +143,7 @@ def evaluate(
 def tune_lm(
     manifests: Annotated[list[Path], typer.Argument(help="Dev manifests (never the test set).")],
     lm: Annotated[Path, typer.Option("--lm", help="ARPA or binary KenLM model.")],
+    unigrams: UnigramsOption = None,
     model: ModelOption = None,
     beam_width: BeamWidthOption = 50,
     alphas: Annotated[str, typer.Option(help="Comma-separated LM weights to try.")] = "0,0.25,0.5,0.75,1,1.5,2",
@@ -151,7 +156,8 @@ def tune_lm(
     from asr.evaluate import tune_lm_weights
 
     grid = [parse_floats(alphas, "--alphas"), parse_floats(betas, "--betas")]
-    recognizer, text_decoder = load(model, device, DecoderKind.beam, lm, None, None, beam_width=beam_width)
+    recognizer, text_decoder = load(model, device, DecoderKind.beam, lm, None, None, beam_width=beam_width,
+                                    unigrams_file=unigrams)
     results = tune_lm_weights(recognizer, manifests, text_decoder, *grid, progress=True)
     text_decoder.close()
     typer.echo(f"{'alpha':>6} {'beta':>6} {'WER':>7} {'CER':>7}")
@@ -203,12 +209,13 @@ def inspect(
     model: ModelOption = None,
     decoder: DecoderOption = None,
     lm: LmOption = None,
+    unigrams: UnigramsOption = None,
     device: DeviceOption = None,
 ) -> None:
     """Draw the waveform, log-mel features, character posteriors and decoded words of one file."""
     from asr.inspection import inspect_audio
 
-    recognizer, text_decoder = load(model, device, decoder, lm, None, None)
+    recognizer, text_decoder = load(model, device, decoder, lm, None, None, unigrams_file=unigrams)
     text = inspect_audio(recognizer, file, out, text_decoder)
     text_decoder.close()
     typer.echo(f"{out}: {text}")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # beam search's libraries (pyctcdecode, KenLM) are imported o
     from asr.beam_search import BeamSearch, LanguageModel
 
 DECODERS = ("greedy", "beam")
+log = logging.getLogger(__name__)
 ALPHA_RANGE = (0.0, 5.0)
 BETA_RANGE = (-5.0, 10.0)
 
@@ -50,6 +51,7 @@ class DecoderOptions:
     kind: str = "greedy"
     beam_width: int = 100
     lm: str | None = None
+    unigrams_file: str | os.PathLike | None = None  # the words of a binary KenLM model, which holds no list of them
     alpha: float = 0.5  # LM weight
     beta: float = 1.0  # word insertion bonus
     hotwords: list[str] = field(default_factory=list)
@@ -69,6 +71,8 @@ class DecoderOptions:
         check_lm_weights([self.alpha], [self.beta])
         if not 0 < self.blank_skip_prob <= 1:
             raise DecoderError(f"blank_skip_prob must be in (0, 1], not {self.blank_skip_prob:g}")
+        if self.unigrams_file is not None and self.lm is None:
+            raise DecoderError("--unigrams: applies only to beam search with an LM (--lm)")
         if self.kind == "greedy" and self.hotwords:
             raise DecoderError("--hotword: greedy decoding takes no hotwords (use --decoder beam)")
 
@@ -243,6 +247,9 @@ class Decoder:
             raise DecoderError(f"{self.options.lm}: KenLM cannot load it ({reason})") from None
         if self._unigrams is None and self.options.lm.endswith(".arpa"):  # as pyctcdecode's build_ctcdecoder does
             self._unigrams = sorted(load_unigram_set_from_arpa(self.options.lm))
+        if self._unigrams is None:  # pyctcdecode's own warning is hidden with its notes: this one says what to do
+            log.warning("%s: no word list (a binary KenLM model holds none), so beam search scores every word in "
+                        "progress as unknown; give the words it was built on with --unigrams", self.options.lm)
         return LanguageModel(model, self._unigrams, alpha=self.options.alpha, beta=self.options.beta)
 
     def _workers(self):
@@ -329,6 +336,7 @@ _WORKER_DECODER: Decoder | None = None  # a worker process's own copy of the dec
 def _start_worker(vocabulary: Vocabulary, frame_seconds: float, options: DecoderOptions,
                   unigrams: list[str] | None) -> None:
     global _WORKER_DECODER
+    log.setLevel(logging.ERROR)  # what building the decoder has to say, its owner said already
     _WORKER_DECODER = Decoder(vocabulary, frame_seconds, dataclasses.replace(options, workers=1), unigrams)
 
 

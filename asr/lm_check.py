@@ -47,14 +47,32 @@ def arpa_unigrams(path: Path) -> list[str] | None:
     return words
 
 
-def check_lm(path: str | os.PathLike, vocabulary: Vocabulary) -> list[str] | None:
-    """Fail early on an LM whose words the acoustic model could never spell; returns its unigrams."""
-    path = Path(path)
-    unigrams = arpa_unigrams(path)
+def word_list(path: Path) -> list[str]:
+    """The words ``--unigrams`` names: an ARPA model's, or a text file's (whitespace-separated)."""
+    if not path.is_file():
+        raise LanguageModelError(f"{path}: no such word list (--unigrams)")
+    with open(path, "rb") as file:
+        arpa = file.read(64).lstrip().startswith(ARPA_HEADER.encode())
+    try:
+        words = arpa_unigrams(path) if arpa else path.read_text(encoding="utf-8").split()
+    except UnicodeDecodeError:
+        raise LanguageModelError(f"{path}: not a UTF-8 word list (--unigrams)") from None
+    if not words:
+        raise LanguageModelError(f"{path}: holds no words (--unigrams)")
+    return words
+
+
+def check_lm(path: str | os.PathLike, vocabulary: Vocabulary, unigrams_file: str | os.PathLike | None = None
+             ) -> list[str] | None:
+    """Fail early on an LM whose words the acoustic model could never spell; returns its unigrams:
+    an ARPA model's own, those of ``unigrams_file`` where given, or None for a binary model without."""
+    unigrams, source = arpa_unigrams(Path(path)), Path(path)
+    if unigrams_file is not None:
+        unigrams, source = word_list(Path(unigrams_file)), Path(unigrams_file)
     if unigrams is not None:
         words = [w for w in unigrams if w not in ("<s>", "</s>", "<unk>")]
         foreign = [w for w in words if any(c not in vocabulary.tokens[1:] for c in w)]
         if not words or len(foreign) > len(words) // 2:
             example = f" (e.g. {foreign[0]!r})" if foreign else ""
-            raise LanguageModelError(f"{path}: built on a different alphabet from the model's{example}")
+            raise LanguageModelError(f"{source}: built on a different alphabet from the model's{example}")
     return unigrams

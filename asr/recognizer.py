@@ -53,7 +53,7 @@ class Recognizer:
             beta=beta if beta is not None else stored.get("beta", DecoderOptions.beta), **options,
         )
         settings.validate()
-        unigrams = check_lm(settings.lm, self.vocabulary) if settings.lm else None
+        unigrams = check_lm(settings.lm, self.vocabulary, settings.unigrams_file) if settings.lm else None
         return Decoder(self.vocabulary, self.frame_seconds, settings, unigrams)
 
     @torch.inference_mode()

@@ -8,8 +8,10 @@ search never expands them.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -316,6 +318,33 @@ def test_set_lm_weights_reaches_the_workers(lm):
         assert as_tuples(parallel.decode(batch)) == acoustic
     finally:
         parallel.close()
+
+
+def test_an_lm_without_a_word_list_warns_and_its_words_restore_the_search(lm, tmp_path, caplog):
+    """A binary KenLM model holds no word list: every word in progress then scores as unknown."""
+    without_words = tmp_path / "cats.lm"  # no .arpa suffix: read as a binary model would be, words unknown
+    shutil.copyfile(lm, without_words)
+    options = DecoderOptions(kind="beam", lm=str(without_words), alpha=1.0, beta=0.5, workers=1, blank_skip_prob=1.0)
+    batch = noisy_utterances(60)
+    with caplog.at_level(logging.WARNING, logger="asr.decoding"):
+        blind = [h.text for h in Decoder(VOCABULARY, FRAME_SECONDS, options, None).decode(batch, timings=False)]
+    assert f"{without_words}: no word list" in caplog.text and "--unigrams" in caplog.text
+    caplog.clear()
+    words = check_lm(without_words, VOCABULARY, lm)  # --unigrams naming the ARPA file it came from
+    with caplog.at_level(logging.WARNING, logger="asr.decoding"):
+        informed = [h.text for h in Decoder(VOCABULARY, FRAME_SECONDS, options, words).decode(batch, timings=False)]
+    assert caplog.text == ""
+    expected = [h.text for h in decoder(lm=lm, alpha=1.0, beta=0.5, workers=1, blank_skip_prob=1.0).decode(batch, timings=False)]
+    assert informed == expected
+    assert blind != expected, "scoring every partial word as unknown should change some transcripts"
+
+
+def test_cli_unigrams_needs_an_lm_and_a_readable_word_list(tiny_model, lm, tmp_path):
+    result = run_cli("transcribe", SAMPLES / "LJ001-0002.flac", "--model", tiny_model, "--unigrams", lm)
+    assert_one_line_error(result, "--unigrams", "only to beam search with an LM")
+    missing = tmp_path / "words.txt"
+    result = run_cli("transcribe", SAMPLES / "LJ001-0002.flac", "--model", tiny_model, "--lm", lm, "--unigrams", missing)
+    assert_one_line_error(result, missing, "no such word list")
 
 
 def test_workers_default_to_the_cpus_this_process_may_use(monkeypatch):

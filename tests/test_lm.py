@@ -228,6 +228,34 @@ def test_check_lm_recognises_the_binary_kenlm_header(tmp_path):
     assert check_lm(path, VOCABULARY) is None
 
 
+def test_a_binary_model_takes_its_words_from_a_word_list_or_its_arpa(tmp_path):
+    binary = tmp_path / "lm.bin"
+    binary.write_bytes(KENLM_BINARY_MAGIC + b" \x00\x01\x02 whatever follows")
+    words = tmp_path / "words.txt"
+    words.write_text("the cat\nsat\n  ran don't\n")
+    assert check_lm(binary, VOCABULARY, words) == ["the", "cat", "sat", "ran", "don't"]
+    arpa = tmp_path / "lm.arpa"
+    build_lm(SENTENCES, 3, arpa, progress=False)
+    assert set(check_lm(binary, VOCABULARY, arpa)) - {"<s>", "</s>", "<unk>"} == unigrams(arpa) == USED_WORDS
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "no such word list (--unigrams)"),
+    (b" \n\t\n", "holds no words (--unigrams)"),
+    (b"\xff\xfe caf\xe9", "not a UTF-8 word list (--unigrams)"),
+    ("привет мир кот сидел".encode(), "built on a different alphabet"),
+], ids=["missing", "empty", "latin-1", "cyrillic"])
+def test_a_word_list_that_cannot_serve_is_named(tmp_path, content, problem):
+    binary = tmp_path / "lm.bin"
+    binary.write_bytes(KENLM_BINARY_MAGIC + b" \x00")
+    words = tmp_path / "words.txt"
+    if content is not None:
+        words.write_bytes(content)
+    with pytest.raises(LanguageModelError) as error:
+        check_lm(binary, VOCABULARY, words)
+    assert str(error.value).startswith(f"{words}: {problem}")
+
+
 @pytest.mark.parametrize("words", [
     ["привет", "мир", "кот", "сидел"],
     ["HELLO", "WORLD", "CAT", "SAT"],  # upper case: an LM built on raw, unnormalised text
