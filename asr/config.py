@@ -52,6 +52,9 @@ class TrainingConfig:
     # Keep the weights of the N epochs with the lowest dev WER and, at the end, write average.pt, their
     # element-wise mean (ESPnet's n-best averaging); 0: off.
     average_best: int = 0
+    # Start from this checkpoint's weights instead of random ones (fine-tuning); its model config and vocabulary
+    # must be the config's, and its feature config (prior statistics included) replaces the config's.
+    init: str = ""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.accumulate_batches < 1:
@@ -94,4 +97,7 @@ def load_config(path: str | Path) -> Config:
     config = from_dict(Config, values, source=str(path))
     if not config.data.train:
         raise ConfigError(f"{path}: data.train names no manifest")
+    if config.training.init and "features" in values:
+        raise ConfigError(f"{path}: features come from training.init's checkpoint ({config.training.init}); "
+                          "remove the features section")
     return config

@@ -68,12 +68,17 @@ class Recognizer:
 RETIRED_FEATURE_SETTINGS = {"remove_level": False, "channel_terms": 0}
 
 
-def build_recognizer(state: dict[str, Any], device: torch.device, source: str = "checkpoint") -> Recognizer:
+def checkpoint_configs(state: dict[str, Any], source: str = "checkpoint"
+                       ) -> tuple[FeatureConfig, ModelConfig, Vocabulary]:
+    """The feature config, model config and vocabulary a checkpoint was trained with."""
     stored = {key: value for key, value in state["feature_config"].items()
               if not (key in RETIRED_FEATURE_SETTINGS and value == RETIRED_FEATURE_SETTINGS[key])}
-    features = from_dict(FeatureConfig, stored, source, "features.")
-    config = from_dict(ModelConfig, state["model_config"], source, "model.")
-    vocabulary = Vocabulary(state["vocabulary"])
+    return (from_dict(FeatureConfig, stored, source, "features."),
+            from_dict(ModelConfig, state["model_config"], source, "model."), Vocabulary(state["vocabulary"]))
+
+
+def build_recognizer(state: dict[str, Any], device: torch.device, source: str = "checkpoint") -> Recognizer:
+    features, config, vocabulary = checkpoint_configs(state, source)
     model = AcousticModel(config, features.n_mels, len(vocabulary))
     try:
         model.load_state_dict({name: tensor.float() for name, tensor in state["model_state"].items()})

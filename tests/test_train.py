@@ -8,6 +8,7 @@ SpecAugment, no dropout.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -260,3 +261,50 @@ def test_a_resumed_run_keeps_the_prior_statistics_it_trained_with(manifests, tmp
     assert resumed["epoch"] == 2
     assert (resumed["feature_config"]["prior_mean"], resumed["feature_config"]["prior_std"]) == (
         first["prior_mean"], first["prior_std"])
+
+
+def init_config(manifests, folder, init, **model):
+    """A one-epoch config starting from checkpoint ``init``, without a features section (they come from it)."""
+    values = yaml.safe_load(two_utterance_config(manifests, folder).read_text())
+    del values["features"]
+    values["model"].update(model)
+    values["training"]["init"] = str(init)
+    config = folder / "init.yaml"
+    config.write_text(yaml.safe_dump(values))
+    return config
+
+
+def test_training_init_starts_from_the_checkpoints_weights_and_features(manifests, tmp_path):
+    """training.init: the first step starts from the checkpoint's weights, and its feature config (prior
+    statistics included) replaces the config's defaults."""
+    from asr.harness import Distributed
+    from asr.train import start_run
+
+    base = load_config(two_utterance_config(manifests, tmp_path))
+    base.features.prior_frames = 50.0
+    train(base, tmp_path / "base", device="cpu")
+    checkpoint = load_checkpoint(tmp_path / "base" / "last.pt")
+    config = load_config(init_config(manifests, tmp_path, tmp_path / "base" / "last.pt"))
+    run, state = start_run(config, tmp_path / "run", False, torch.device("cpu"), Distributed())
+    run.records.close()
+    for name, tensor in checkpoint["model_state"].items():
+        torch.testing.assert_close(state.model.state_dict()[name], tensor, msg=name)
+    assert dataclasses.asdict(state.features) == checkpoint["feature_config"]
+    assert run.trainer.frontend.config.prior_mean == checkpoint["feature_config"]["prior_mean"]
+
+
+def test_training_init_with_another_architecture_is_a_one_line_error(manifests, tmp_path):
+    train(load_config(two_utterance_config(manifests, tmp_path)), tmp_path / "base", device="cpu")
+    config = init_config(manifests, tmp_path, tmp_path / "base" / "last.pt", rnn_hidden=16)
+    result = run_cli("train", "--config", config, "--out", tmp_path / "run")
+    assert_one_line_error(result, "training.init", "model.rnn_hidden is 8 there, 16 in the config")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_training_init_refuses_a_features_section(manifests, tmp_path):
+    config = two_utterance_config(manifests, tmp_path)
+    values = yaml.safe_load(config.read_text())
+    values["training"]["init"] = "base.pt"
+    config.write_text(yaml.safe_dump(values))
+    result = run_cli("train", "--config", config, "--out", tmp_path / "run")
+    assert_one_line_error(result, "features come from training.init")
