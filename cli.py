@@ -267,6 +267,9 @@ def prepare(
     holdout: Annotated[Optional[float], typer.Option(
         help="ljspeech: share of utterances held out for dev, and again for test (default 0.05).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Chooses the held-out speakers or utterances.")] = None,
+    run_wav_commands: Annotated[bool, typer.Option(
+        "--run-wav-commands", help="kaldi: run the commands wav.scp reads audio through (flac -c -d ... |, "
+        "sph2pipe ... |); they can do anything, so only for data you trust.")] = False,
 ) -> None:
     """Write train/dev/test manifests for a corpus (the splits it has or that can be carved)."""
     from asr.corpora import check_options, prepare_corpus, summarize
@@ -274,7 +277,7 @@ def prepare(
     if checksum is not None and not download:
         raise typer.BadParameter("applies only with --download", param_hint="--checksum")
     options = {"subsets": subset, "split": split.value if split else None, "dev_speakers": dev_speakers,
-               "holdout": holdout, "seed": seed}
+               "holdout": holdout, "seed": seed, "run_wav_commands": run_wav_commands or None}
     options = {name: value for name, value in options.items() if value is not None}
     check_options(corpus.value, directory, **options)
     if download:

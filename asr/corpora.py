@@ -16,6 +16,7 @@ import inspect
 import logging
 import random
 import re
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class Recording:
     subset: str = ""  # the corpus's own part (LibriSpeech's "test-clean"), also written as a manifest of its own
     start: float = 0.0  # a Kaldi segment of the audio file, in seconds; end None is the file's end
     end: float | None = None
+    command: str = ""  # a Kaldi wav.scp command that writes the audio to its output; ``audio`` is then the wav.scp
 
     @property
     def key(self) -> str:
@@ -146,12 +148,16 @@ def flac_converter(out: Path, corpus: str, raw: RawFormat | None = None) -> Call
 
     def convert(recording: Recording) -> Path:
         whole = recording.start == 0 and recording.end is None
-        if whole and _is_16k_mono(recording.audio):
+        if whole and not recording.command and _is_16k_mono(recording.audio):
             return recording.audio
         target = out / "audio" / corpus / recording.split / f"{recording.key}.flac"
         if target.is_file() and target.stat().st_mtime >= recording.audio.stat().st_mtime:
             return target  # converted by an earlier run: written atomically, so complete
-        samples = load(recording.audio, SAMPLE_RATE, raw if recording.audio.suffix.lower() in RAW_SUFFIXES else None)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if recording.command:
+            samples = run_command(recording.command, recording.audio, target.parent)
+        else:
+            samples = load(recording.audio, SAMPLE_RATE, raw if recording.audio.suffix.lower() in RAW_SUFFIXES else None)
         if not whole:
             stop = None if recording.end is None else round(recording.end * SAMPLE_RATE)
             duration = len(samples) / SAMPLE_RATE
@@ -159,11 +165,29 @@ def flac_converter(out: Path, corpus: str, raw: RawFormat | None = None) -> Call
             if not samples.size:
                 raise CorpusError(f"{recording.key}: segment from {recording.start:g} s lies outside "
                                   f"{recording.audio} ({duration:g} s long)")
-        target.parent.mkdir(parents=True, exist_ok=True)
         _write_flac(target, samples)
         return target
 
+    run_command = functools.lru_cache(maxsize=1)(_piped_audio)  # as load: a recording's segments come together
     return convert
+
+
+def _piped_audio(command: str, wav_scp: Path, scratch: Path) -> np.ndarray:
+    """The audio a wav.scp command writes to its output (WAV, FLAC, SPHERE...), run by the shell as
+    Kaldi runs it, from the recipe folder (the one above ``data/``), as 16 kHz mono samples."""
+    result = subprocess.run(command, shell=True, cwd=wav_scp.parent.parent.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        reason = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
+        raise AudioError(f"{wav_scp}: {command!r} failed ({reason[0][:160]})")
+    with tempfile.NamedTemporaryFile(dir=scratch, prefix=".piped.") as output:
+        output.write(result.stdout)
+        output.flush()
+        try:
+            return load_audio(output.name)
+        except AudioError as error:
+            raise AudioError(f"{wav_scp}: {command!r} wrote no readable audio "
+                             f"({str(error).removeprefix(output.name + ': ')})") from None
 
 
 def _write_flac(target: Path, samples: np.ndarray) -> None:
@@ -380,18 +404,19 @@ def prepare_commonvoice(root: str | Path, out: str | Path, progress: bool = Fals
 _KALDI_MARKUP = re.compile(r"^(<[^>]*>|\[[^\]]*\])$")  # <unk>, [noise], <sil>: not words
 
 
-def kaldi_recordings(data_dir: Path, split: str = "train") -> list[Recording]:
-    """A Kaldi data directory: ``wav.scp`` (plain paths), ``text``, and where present
-    ``utt2spk`` (else each utterance is its own speaker) and ``segments``.
+def kaldi_recordings(data_dir: Path, split: str = "train", run_wav_commands: bool = False) -> list[Recording]:
+    """A Kaldi data directory: ``wav.scp``, ``text``, and where present ``utt2spk`` (else each
+    utterance is its own speaker) and ``segments``.
 
-    Commands in ``wav.scp`` (``sox ... |``) are refused rather than run: a data file that
-    runs programs can do anything. Relative paths are looked up from the data directory
-    and the three folders above it (recipes write them relative to the recipe folder).
+    Commands in ``wav.scp`` (``flac -c -d -s x.flac |``, ``sph2pipe -f wav x.sph |``) are
+    refused unless ``run_wav_commands``: a data file that runs programs can do anything.
+    Relative paths are looked up from the data directory and the three folders above it
+    (recipes write them relative to the recipe folder).
     """
     _require_folder(data_dir, "Kaldi data directory")
     data_dir = data_dir.resolve()
     wav_scp = data_dir / "wav.scp"
-    audio = {key: _kaldi_audio(value, data_dir, f"{wav_scp}:{number}")
+    audio = {key: _kaldi_audio(value, data_dir, f"{wav_scp}:{number}", run_wav_commands)
              for key, (value, number) in _kaldi_table(wav_scp).items()}
     texts = _kaldi_table(data_dir / "text", allow_empty=True)
     speakers = _kaldi_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else {}
@@ -400,14 +425,14 @@ def kaldi_recordings(data_dir: Path, split: str = "train") -> list[Recording]:
         utterances = {key: _kaldi_segment(value, audio, f"{segments_file}:{number}")
                       for key, (value, number) in _kaldi_table(segments_file).items()}
     else:
-        utterances = {key: (path, 0.0, None) for key, path in audio.items()}
+        utterances = {key: (source, 0.0, None) for key, source in audio.items()}
     recordings = []
-    for key, (path, start, end) in utterances.items():
+    for key, ((path, command), start, end) in utterances.items():
         if key not in texts:
             raise CorpusError(f"{data_dir / 'text'}: no transcript for utterance {key}")
         text = " ".join(word for word in texts[key][0].split() if not _KALDI_MARKUP.match(word))
         speaker = speakers[key][0] if key in speakers else key
-        recordings.append(Recording(path, text, speaker, split, name=key, start=start, end=end))
+        recordings.append(Recording(path, text, speaker, split, name=key, start=start, end=end, command=command))
     return recordings
 
 
@@ -426,20 +451,24 @@ def _kaldi_table(path: Path, allow_empty: bool = False) -> dict[str, tuple[str, 
     return table
 
 
-def _kaldi_audio(value: str, data_dir: Path, where: str) -> Path:
+def _kaldi_audio(value: str, data_dir: Path, where: str, run_wav_commands: bool) -> tuple[Path, str]:
+    """A wav.scp entry's file, or its command (with the wav.scp as its file)."""
     if value.endswith("|"):
-        raise CorpusError(f"{where}: reads audio through a command ({value!r}), which is not run: "
-                          "write the audio to files and list their paths")
+        if not run_wav_commands:
+            raise CorpusError(f"{where}: reads audio through a command ({value!r}), which is run only with "
+                              "--run-wav-commands (for data you trust), or write the audio to files and list them")
+        return data_dir / "wav.scp", value[:-1].strip()
     path = Path(value)
     candidates = [path] if path.is_absolute() else [base / path for base in (data_dir, *data_dir.parents[:3])]
     for candidate in candidates:
         if candidate.is_file():
-            return candidate
+            return candidate, ""
     raise CorpusError(f"{where}: {value}: no such file"
                       + ("" if path.is_absolute() else f" (looked in {data_dir} and the three folders above it)"))
 
 
-def _kaldi_segment(value: str, audio: dict[str, Path], where: str) -> tuple[Path, float, float | None]:
+def _kaldi_segment(value: str, audio: dict[str, tuple[Path, str]], where: str
+                   ) -> tuple[tuple[Path, str], float, float | None]:
     fields = value.split()
     try:
         recording, start, end = fields[0], float(fields[1]), float(fields[2])
@@ -453,12 +482,13 @@ def _kaldi_segment(value: str, audio: dict[str, Path], where: str) -> tuple[Path
 
 
 def prepare_kaldi(root: str | Path, out: str | Path, split: str = "train", dev_speakers: int | None = None,
-                  seed: int = 0, progress: bool = False) -> dict[str, int]:
+                  seed: int = 0, run_wav_commands: bool = False, progress: bool = False) -> dict[str, int]:
     """One data directory as ``split``; from a training one, ``dev_speakers`` speakers (a tenth
-    of them, at least one, by default) are held out for dev."""
+    of them, at least one, by default) are held out for dev. ``run_wav_commands`` runs the
+    commands wav.scp reads audio through, as :func:`kaldi_recordings` says."""
     _check_kaldi_split(root, split, dev_speakers)
     out = Path(out)
-    recordings = kaldi_recordings(Path(root), split)
+    recordings = kaldi_recordings(Path(root), split, run_wav_commands)
     if split == "train":
         count = len({r.speaker for r in recordings})
         split_speakers(recordings, max(1, round(count / 10)) if dev_speakers is None else dev_speakers, seed)
