@@ -40,6 +40,7 @@ class Corpus(str, Enum):
     ljspeech = "ljspeech"
     commonvoice = "commonvoice"
     kaldi = "kaldi"
+    folder = "folder"
 
 
 class Split(str, Enum):
@@ -252,7 +253,8 @@ def export(
 @app.command()
 def prepare(
     corpus: Annotated[Corpus, typer.Argument(help="Which corpus layout DIR holds.")],
-    directory: Annotated[Path, typer.Argument(help="The corpus folder, as it ships (or where --download puts it).")],
+    directory: Annotated[Path, typer.Argument(help="The corpus folder, as it ships (or where --download puts it); "
+                                                  "folder: audio files with a .txt beside each, or a metadata.csv/.tsv.")],
     out: Annotated[Path, typer.Option(help="Where manifests (and converted audio) go.")],
     download: Annotated[bool, typer.Option(
         "--download", help="First fetch the corpus into DIR (librispeech, ljspeech, an4), verify and extract it.")] = False,
@@ -266,6 +268,8 @@ def prepare(
     dev_speakers: Annotated[Optional[int], typer.Option(help="Training speakers to hold out for dev.")] = None,
     holdout: Annotated[Optional[float], typer.Option(
         help="ljspeech: share of utterances held out for dev, and again for test (default 0.05).")] = None,
+    dev_share: Annotated[Optional[float], typer.Option(
+        help="folder: share of the recordings drawn at random for OUT/dev.jsonl (default 0: none).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Chooses the held-out speakers or utterances.")] = None,
     run_wav_commands: Annotated[bool, typer.Option(
         "--run-wav-commands", help="kaldi: run the commands wav.scp reads audio through (flac -c -d ... |, "
@@ -277,7 +281,7 @@ def prepare(
     if checksum is not None and not download:
         raise typer.BadParameter("applies only with --download", param_hint="--checksum")
     options = {"subsets": subset, "split": split.value if split else None, "dev_speakers": dev_speakers,
-               "holdout": holdout, "seed": seed, "run_wav_commands": run_wav_commands or None}
+               "holdout": holdout, "dev_share": dev_share, "seed": seed, "run_wav_commands": run_wav_commands or None}
     options = {name: value for name, value in options.items() if value is not None}
     check_options(corpus.value, directory, **options)
     if download:

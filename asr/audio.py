@@ -21,6 +21,8 @@ from asr.errors import AsrError
 
 SAMPLE_RATE = 16_000
 RAW_SUFFIXES = {".raw", ".pcm"}
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aif", ".aiff",
+                            ".aifc", ".au", ".snd", ".w64", ".caf", *RAW_SUFFIXES})
 # Outside this range a header's rate is damage, not audio (and resampling 1 Hz audio to 16 kHz would take forever).
 RATE_RANGE = (1_000, 1_000_000)
 BLOCK_SECONDS = 10.0  # what stream_audio reads at a time

@@ -11,6 +11,7 @@ are skipped and counted. Converted audio is written atomically and reused by a r
 
 from __future__ import annotations
 
+import csv
 import functools
 import inspect
 import logging
@@ -26,7 +27,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from asr.audio import RAW_SUFFIXES, SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
+from asr.audio import AUDIO_SUFFIXES, RAW_SUFFIXES, SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
 from asr.data import Utterance, write_manifest
 from asr.errors import AsrError
 from asr.files import move_into_place
@@ -118,8 +119,9 @@ def write_splits(recordings: list[Recording], out: Path, convert: Callable[[Reco
         for manifest in {recording.split, recording.subset} - {""}:
             manifests.setdefault(manifest, []).append(utterance)
     if skipped:
-        log.warning("skipped %d of %d utterances: transcripts empty or with characters outside a-z and ' "
-                    "(first: %s %r)", len(skipped), len(recordings), skipped[0].key, skipped[0].text)
+        log.warning("skipped %d of %d utterances: transcripts missing, empty or with characters outside a-z and ' "
+                    "(first: %s%s)", len(skipped), len(recordings),
+                    ", ".join(f"{r.key} {r.text!r}" for r in skipped[:3]), ", ..." if len(skipped) > 3 else "")
     if unreadable:
         log.warning("skipped %d of %d utterances: audio unreadable (%s%s)", len(unreadable), len(recordings),
                     "; ".join(map(str, unreadable[:3])), "; ..." if len(unreadable) > 3 else "")
@@ -502,9 +504,92 @@ def _check_kaldi_split(root: str | Path, split: str, dev_speakers: int | None) -
         raise CorpusError(f"dev speakers are held out of a training directory, and {root} is prepared as {split}")
 
 
+FILE_COLUMNS = ("file", "filename", "file_name", "path", "audio", "audio_filepath", "wav", "id")
+TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
+
+
+def folder_recordings(root: Path) -> list[Recording]:
+    """A user's own recordings: ``metadata.csv`` or ``metadata.tsv`` in ``root`` if there is one, else every
+    audio file under it (searched recursively) with its transcript in a ``.txt`` of the same name beside it.
+    A file without one is kept with an empty transcript, for :func:`write_splits` to skip and count."""
+    _require_folder(root, "recordings")
+    tables = [root / name for name in ("metadata.csv", "metadata.tsv") if (root / name).is_file()]
+    if tables:
+        return _metadata_recordings(tables[0])
+    audio = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES - RAW_SUFFIXES and p.is_file())
+    if not audio:
+        raise CorpusError(f"{root}: no audio files and no metadata.csv or metadata.tsv")
+    return [Recording(path, _transcript_beside(path), "user", "train",
+                      name=path.relative_to(root).with_suffix("").as_posix().replace("/", "_")) for path in audio]
+
+
+def _transcript_beside(audio: Path) -> str:
+    """The text of the .txt of the same name (its lines joined), or "" where there is none."""
+    text_file = audio.with_suffix(".txt")
+    return " ".join(_read_lines(text_file, "transcript")).strip() if text_file.is_file() else ""
+
+
+def _metadata_recordings(table: Path) -> list[Recording]:
+    """Rows of a file column and a text column: with a header naming them (``file,text``, ``path<TAB>sentence``,
+    ...), or without one, the first column the file and the last the text (LJSpeech's ``id|text|normalized``).
+    A .csv is split at ``|`` where its first line has one, else at commas."""
+    lines = [line for line in _read_lines(table, "metadata") if line.strip()]
+    delimiter = "\t" if table.suffix == ".tsv" else "|" if lines and "|" in lines[0] else ","
+    rows = list(csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "|" else csv.QUOTE_MINIMAL))
+    header = [field.strip().lower() for field in rows[0]] if rows else []
+    file_column = next((header.index(name) for name in FILE_COLUMNS if name in header), None)
+    text_column = next((header.index(name) for name in TEXT_COLUMNS if name in header), None)
+    if file_column is None or text_column is None:
+        file_column, text_column, start = 0, -1, 0
+    else:
+        start = 1
+    recordings = []
+    for number, row in enumerate(rows[start:], start=start + 1):
+        if len(row) < 2:
+            raise CorpusError(f"{table}:{number}: expected a file and a text column, found {len(row)} field")
+        audio = _metadata_audio(table.parent, row[file_column].strip())
+        if audio is None:
+            raise CorpusError(f"{table}:{number}: no audio file {row[file_column].strip()!r} in {table.parent}")
+        recordings.append(Recording(audio, row[text_column].strip(), "user", "train"))
+    if not recordings:
+        raise CorpusError(f"{table}: no rows")
+    return recordings
+
+
+def _metadata_audio(folder: Path, name: str) -> Path | None:
+    """``name`` in ``folder`` or its ``wavs/`` (LJSpeech's), with any audio suffix where it has none."""
+    for base in (folder, folder / "wavs"):
+        candidates = [base / name] if Path(name).suffix else [base / (name + suffix) for suffix in sorted(AUDIO_SUFFIXES)]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def prepare_folder(root: str | Path, out: str | Path, dev_share: float = 0.0, seed: int = 0,
+                   progress: bool = False) -> dict[str, int]:
+    """``OUT/train.jsonl`` from a folder of recordings (see :func:`folder_recordings`) and, with ``dev_share``,
+    ``OUT/dev.jsonl`` from that share of them, drawn at random (seeded)."""
+    _check_dev_share(dev_share)
+    out = Path(out)
+    recordings = folder_recordings(Path(root))
+    if dev_share:
+        count = max(1, round(len(recordings) * dev_share))
+        if count >= len(recordings):
+            raise CorpusError(f"a dev share of {dev_share:g} of {len(recordings)} recordings leaves none to train on")
+        for recording in random.Random(seed).sample(recordings, count):
+            recording.split = "dev"
+    return write_splits(recordings, out, flac_converter(out, "folder"), "recordings", progress)
+
+
+def _check_dev_share(share: float) -> None:
+    if not 0 <= share < 1:
+        raise CorpusError(f"the dev share must be at least 0 and below 1, not {share:g}")
+
+
 CORPORA: dict[str, Callable[..., dict[str, int]]] = {
     "an4": prepare_an4, "fsdd": prepare_fsdd, "librispeech": prepare_librispeech, "ljspeech": prepare_ljspeech,
-    "commonvoice": prepare_commonvoice, "kaldi": prepare_kaldi,
+    "commonvoice": prepare_commonvoice, "kaldi": prepare_kaldi, "folder": prepare_folder,
 }
 
 
@@ -521,6 +606,8 @@ def check_options(corpus: str, root: str | Path, **options) -> None:
         raise CorpusError(f"cannot hold out {options['dev_speakers']} dev speakers")
     if "holdout" in options:
         _check_holdout(options["holdout"])
+    if "dev_share" in options:
+        _check_dev_share(options["dev_share"])
     if options.get("subsets") is not None:
         _check_subsets(options["subsets"])
     if corpus == "kaldi":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asr.audio import RAW_SUFFIXES, RawFormat, audio_duration
+from asr.audio import AUDIO_SUFFIXES, RAW_SUFFIXES, RawFormat, audio_duration
 from asr.decoding import Decoder
 from asr.errors import AsrError
 from asr.files import write_text_atomically
@@ -26,10 +26,6 @@ from asr.recognizer import Recognizer
 from asr.subtitles import to_srt, to_vtt
 from asr.terminal import progress_bar_options, quiet_c_stderr
 from asr.transcribe import TranscribeError, Transcript, transcribe_files
-
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aif", ".aiff",
-                            ".aifc", ".au", ".snd", ".w64", ".caf", ".raw", ".pcm"})
-
 
 @dataclass
 class AudioFile:
