@@ -190,8 +190,10 @@ def samples_first(samples: np.ndarray, source: str = "audio") -> np.ndarray:
     An array whose layout cannot be told that way (square, or both axes too long for channels)
     is refused rather than guessed, since the wrong guess transcribes a handful of "samples".
     """
-    if samples.ndim == 1 or samples.size == 0:
-        return samples.reshape(-1) if samples.size == 0 else samples
+    if samples.size == 0:
+        return samples.reshape(0)  # no samples in any layout: refused as empty downstream
+    if samples.ndim == 1:
+        return samples
     if samples.ndim != 2:
         raise AudioError(f"{source}: a {samples.ndim}-dimensional array is not audio "
                          "(pass (samples,), (samples, channels) or (channels, samples))")

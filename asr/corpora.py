@@ -180,8 +180,8 @@ def _piped_audio(command: str, wav_scp: Path, scratch: Path) -> np.ndarray:
     result = subprocess.run(command, shell=True, cwd=wav_scp.parent.parent.parent, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     if result.returncode != 0:
-        reason = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
-        raise AudioError(f"{wav_scp}: {command!r} failed ({reason[0][:160]})")
+        said = result.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"{wav_scp}: {command!r} failed ({said[-1][:160] if said else f'exit status {result.returncode}'})")
     with tempfile.NamedTemporaryFile(dir=scratch, prefix=".piped.") as output:
         output.write(result.stdout)
         output.flush()
