@@ -65,9 +65,16 @@ HotwordWeightOption = Annotated[float, typer.Option(help="How strongly hotwords 
 
 def load(model: Optional[Path], device: Optional[str], decoder: Optional[DecoderKind], lm: Optional[Path],
          alpha: Optional[float], beta: Optional[float], **options):
-    from asr.recognizer import load_model
+    if model is not None and model.suffix.lower() == ".onnx":
+        from asr.onnx_model import load_onnx_model
 
-    recognizer = load_model(model, device)
+        if device not in (None, "auto", "cpu"):
+            raise typer.BadParameter(f"{device}: an ONNX model runs on the CPU", param_hint="--device")
+        recognizer = load_onnx_model(model)
+    else:
+        from asr.recognizer import load_model
+
+        recognizer = load_model(model, device)
     return recognizer, recognizer.decoder(decoder.value if decoder else None, lm, alpha, beta, **options)
 
 
@@ -240,13 +247,19 @@ def train(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `asr train`.")],
-    out: Annotated[Path, typer.Argument(help="Where to write the inference-only model.")],
-    half: Annotated[bool, typer.Option(help="Store weights in half precision.")] = True,
+    out: Annotated[Path, typer.Argument(
+        help="Where to write the inference-only model: a .pt, or a .onnx that runs without torch.")],
+    half: Annotated[bool, typer.Option(help="Store a .pt's weights in half precision.")] = True,
 ) -> None:
-    """Strip a checkpoint to what inference needs, for shipping."""
-    from asr.checkpoint import export_model
+    """Strip a checkpoint to what inference needs, for shipping: a .pt, or ONNX for ONNX Runtime."""
+    if out.suffix.lower() == ".onnx":
+        from asr.onnx_export import export_onnx
 
-    export_model(checkpoint, out, half=half)
+        export_onnx(checkpoint, out)
+    else:
+        from asr.checkpoint import export_model
+
+        export_model(checkpoint, out, half=half)
     typer.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from asr.errors import AsrError
-from asr.features import FeatureConfig
+from asr.feature_config import FeatureConfig
 from asr.files import move_into_place
 from asr.model import AcousticModel
 from asr.text import Vocabulary
@@ -124,12 +124,12 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, half: bo
                for name, tensor in state["model_state"].items()}
     exported = {**{key: state[key] for key in MODEL_KEYS}, "model_state": weights}
     if "decoder" in state:
-        lm_name = _copy_beside(Path(checkpoint).parent / state["decoder"]["lm"], Path(out))
+        lm_name = copy_lm_beside(Path(checkpoint).parent / state["decoder"]["lm"], Path(out))
         exported["decoder"] = {**state["decoder"], "lm": lm_name}
     save_checkpoint(out, exported)
 
 
-def _copy_beside(lm: Path, model: Path) -> str:
+def copy_lm_beside(lm: Path, model: Path) -> str:
     """Copy an LM next to a model file as ``<model>.lm<suffix>``; returns its name relative to the model's folder."""
     target = model.with_name(model.stem + ".lm" + lm.suffix)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -142,5 +142,5 @@ def attach_lm(model: str | os.PathLike, lm: str | os.PathLike, alpha: float, bet
     """Store an LM and its tuned weights with a model, so that beam search with them becomes its default."""
     model, lm = Path(model), Path(lm)
     state = load_checkpoint(model)
-    state["decoder"] = {"lm": _copy_beside(lm, model), "alpha": alpha, "beta": beta}
+    state["decoder"] = {"lm": copy_lm_beside(lm, model), "alpha": alpha, "beta": beta}
     save_checkpoint(model, state)

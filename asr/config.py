@@ -10,7 +10,7 @@ import yaml
 
 from asr.augment import AugmentConfig
 from asr.errors import ConfigError
-from asr.features import FeatureConfig
+from asr.feature_config import FeatureConfig
 from asr.model import ModelConfig
 from asr.schema import from_dict
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from asr.errors import AsrError
+from asr.lm_check import check_lm
 from asr.terminal import quiet_c_stderr
 from asr.text import TextError, Vocabulary, normalize_text
 
@@ -104,10 +104,9 @@ def normalize_hotwords(hotwords: Sequence[str], vocabulary: Vocabulary) -> list[
     return normalized
 
 
-def split_batch(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
-    """A padded (batch, frames, vocab) tensor as one float32 array per utterance, padding cut off."""
-    array = log_probs.float().cpu().numpy()
-    return [array[i, :length] for i, length in enumerate(lengths.tolist())]
+def split_batch(log_probs: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """A padded (batch, frames, vocab) array as one array per utterance, padding cut off."""
+    return [log_probs[i, :length] for i, length in enumerate(lengths.tolist())]
 
 
 def word_confidence(log_probs: np.ndarray, token_ids: Sequence[int], start: int, end: int) -> float:
@@ -323,6 +322,24 @@ class Decoder:
         # Align on the kept frames (a collapsed run of blanks holds no letter), then map back.
         return text, [(word, int(kept[start]), int(kept[end - 1]) + 1)
                       for word, start, end in aligned_spans(frames, text, self.vocabulary)]
+
+
+def model_decoder(vocabulary: Vocabulary, frame_seconds: float, stored: dict, kind: str | None = None,
+                  lm: str | os.PathLike | None = None, alpha: float | None = None, beta: float | None = None,
+                  **options) -> Decoder:
+    """A model's decoder: what is not given comes from the LM settings ``stored`` with the model
+    ({"lm": absolute path, "alpha", "beta"}, or none). Beam search is the default when an LM is given or
+    stored, greedy otherwise. Both recognizers (torch and ONNX) build theirs here."""
+    lm = lm if lm is not None else stored.get("lm")
+    kind = kind or ("beam" if lm is not None else "greedy")
+    settings = DecoderOptions(
+        kind=kind, lm=str(lm) if kind == "beam" and lm is not None else None,
+        alpha=alpha if alpha is not None else stored.get("alpha", DecoderOptions.alpha),
+        beta=beta if beta is not None else stored.get("beta", DecoderOptions.beta), **options,
+    )
+    settings.validate()
+    unigrams = check_lm(settings.lm, vocabulary, settings.unigrams_file) if settings.lm else None
+    return Decoder(vocabulary, frame_seconds, settings, unigrams)
 
 
 def usable_cpus() -> int:

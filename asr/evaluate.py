@@ -15,9 +15,9 @@ from tqdm import tqdm
 from asr.data import AudioAugmentation, DurationBatchSampler, SpeechDataset, Utterance, collate, read_manifest
 from asr.decoding import Decoder, check_lm_weights, split_batch
 from asr.files import write_text_atomically
-from asr.recognizer import Recognizer
 from asr.terminal import progress_bar_options
 from asr.text import normalize_text
+from asr.transcribe import Recognizer
 
 
 @dataclass
@@ -60,7 +60,7 @@ def dataset_log_probs(recognizer: Recognizer, dataset: SpeechDataset, batch_seco
     outputs: list[np.ndarray] = [np.empty(0)] * len(dataset)
     with tqdm(total=len(dataset), desc="acoustic model", unit="utt", leave=False, **progress_bar_options(progress)) as bar:
         for indices, batch in zip(sampler, loader):
-            log_probs, lengths = recognizer.log_probs(batch.waveforms, batch.lengths)
+            log_probs, lengths = recognizer.log_probs(batch.waveforms.numpy(), batch.lengths.numpy())
             for index, array in zip(indices, split_batch(log_probs, lengths)):
                 outputs[index] = array
             bar.update(len(indices))

@@ -27,7 +27,7 @@ def inspect_audio(recognizer: Recognizer, audio_path: str | os.PathLike, out: st
     waveform, length = torch.from_numpy(samples)[None], torch.tensor([len(samples)])
     with torch.inference_mode():
         features, _ = recognizer.frontend(waveform.to(recognizer.device), length.to(recognizer.device))
-    log_probs = split_batch(*recognizer.log_probs(waveform, length))[0]
+    log_probs = split_batch(*recognizer.log_probs(samples[None], np.array([len(samples)])))[0]
     hypothesis = decoder.decode([log_probs])[0]
 
     duration = len(samples) / sample_rate

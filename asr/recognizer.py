@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from asr.checkpoint import DEFAULT_MODEL, CheckpointError, load_checkpoint
-from asr.decoding import Decoder, DecoderOptions
+from asr.decoding import Decoder, model_decoder
 from asr.errors import AsrError
-from asr.features import FeatureConfig, LogMelFrontend
-from asr.lm_check import check_lm
+from asr.feature_config import FeatureConfig
+from asr.features import LogMelFrontend
 from asr.model import AcousticModel, ModelConfig
 from asr.schema import from_dict
 from asr.text import Vocabulary
@@ -40,27 +41,19 @@ class Recognizer:
 
     def decoder(self, kind: str | None = None, lm: str | os.PathLike | None = None, alpha: float | None = None,
                 beta: float | None = None, **options) -> Decoder:
-        """A decoder for this model; what is not given comes from the model's stored LM settings.
-
-        Beam search is the default when an LM is given or stored with the model, greedy otherwise.
-        """
-        stored = self.decoder_settings
-        lm = lm if lm is not None else stored.get("lm")
-        kind = kind or ("beam" if lm is not None else "greedy")
-        settings = DecoderOptions(
-            kind=kind, lm=str(lm) if kind == "beam" and lm is not None else None,
-            alpha=alpha if alpha is not None else stored.get("alpha", DecoderOptions.alpha),
-            beta=beta if beta is not None else stored.get("beta", DecoderOptions.beta), **options,
-        )
-        settings.validate()
-        unigrams = check_lm(settings.lm, self.vocabulary, settings.unigrams_file) if settings.lm else None
-        return Decoder(self.vocabulary, self.frame_seconds, settings, unigrams)
+        """A decoder for this model (see ``model_decoder``): beam search by default when it has an LM."""
+        return model_decoder(self.vocabulary, self.frame_seconds, self.decoder_settings, kind, lm, alpha, beta, **options)
 
     @torch.inference_mode()
-    def log_probs(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded waveforms (batch, samples) -> log-probabilities (batch, frames, vocab) and frame counts."""
-        features, feature_lengths = self.frontend(waveforms.to(self.device), lengths.to(self.device))
-        return self.model(features, feature_lengths)
+    def log_probs(self, waveforms: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Padded waveforms (batch, samples) -> log-probabilities (batch, frames, vocab) and frame counts.
+
+        numpy in and out, as the ONNX recognizer's, so that the engine holds no tensors.
+        """
+        waveforms = torch.from_numpy(np.ascontiguousarray(waveforms, dtype=np.float32)).to(self.device)
+        lengths = torch.from_numpy(np.asarray(lengths, dtype=np.int64)).to(self.device)
+        log_probs, frames = self.model(*self.frontend(waveforms, lengths))
+        return log_probs.float().cpu().numpy(), frames.cpu().numpy()
 
 
 # Feature settings removed after they measured no gain, each with the value that left the features as they are

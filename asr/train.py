@@ -29,7 +29,8 @@ from asr.config import Config, TrainingConfig
 from asr.data import Batch, DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.errors import AsrError
 from asr.evaluate import dataset_log_probs, error_rates
-from asr.features import FeatureConfig, LogMelFrontend
+from asr.feature_config import FeatureConfig
+from asr.features import LogMelFrontend
 from asr.harness import (Distributed, StopRequest, TrainingInterrupted, check_identical_weights, ignore_stop_signals,
                          is_out_of_memory, random_states, seed_rank, set_random_states, start_distributed,
                          stop_requests)

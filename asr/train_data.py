@@ -14,7 +14,8 @@ from asr.augment import Augmentation, trimmed_durations
 from asr.config import Config
 from asr.data import DurationBatchSampler, SpeechDataset, collate, read_manifest
 from asr.errors import AsrError
-from asr.features import FeatureConfig, LogMelFrontend, prior_statistics
+from asr.feature_config import FeatureConfig
+from asr.features import LogMelFrontend, prior_statistics
 from asr.model import AcousticModel
 from asr.text import Vocabulary
 

@@ -17,21 +17,22 @@ import functools
 import math
 import os
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from asr.audio import RAW_SUFFIXES, AudioError, RawFormat, mono_stream, samples_first, stream_audio
 from asr.decoding import Decoder, Word, split_batch
 from asr.errors import AsrError
-from asr.recognizer import Recognizer
 from asr.segment import Segment, SegmentOptions, segment_stream
+from asr.text import Vocabulary
 
 SORT_WINDOW = 4  # batches' worth of segments sorted by length together, so that batches pad less
 QUEUE_SEGMENTS = 8  # segments a reader thread may hold ready for the model, per file
@@ -40,6 +41,24 @@ MMAP_THRESHOLD = 128 * 1024  # glibc's initial M_MMAP_THRESHOLD, held there
 
 class TranscribeError(AsrError):
     pass
+
+
+class Recognizer(Protocol):
+    """What the engine needs of a model: ``asr.recognizer.Recognizer`` (torch) and
+    ``asr.onnx_model.OnnxRecognizer`` (ONNX Runtime, no torch) both are one."""
+
+    vocabulary: Vocabulary
+
+    @property
+    def frontend(self) -> Any: ...  # its ``config`` is the model's FeatureConfig
+
+    @property
+    def frame_seconds(self) -> float: ...
+
+    def log_probs(self, waveforms: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def decoder(self, kind: str | None = None, lm: str | os.PathLike | None = None, alpha: float | None = None,
+                beta: float | None = None, **options) -> Decoder: ...
 
 
 @dataclass
@@ -79,7 +98,7 @@ class _InFlight:
         return self.transcript
 
 
-def transcribe(recognizer: Recognizer, audio: str | os.PathLike | np.ndarray | torch.Tensor,
+def transcribe(recognizer: Recognizer, audio: str | os.PathLike | np.ndarray,
                sample_rate: int | None = None, decoder: Decoder | None = None,
                segmenting: SegmentOptions = SegmentOptions(), batch_seconds: float = 60.0) -> Transcript:
     """Transcribe one recording: a file's path, or samples with their ``sample_rate``.
@@ -96,8 +115,7 @@ def transcribe(recognizer: Recognizer, audio: str | os.PathLike | np.ndarray | t
     else:
         if sample_rate is None:
             raise AudioError("audio: samples need their sample rate (sample_rate=...)")
-        array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-        samples = samples_first(_as_float(array))
+        samples = samples_first(_as_float(_as_array(audio)))
         source = _Source("", lambda: mono_stream([samples], sample_rate, model_rate))
     own_decoder = decoder is None
     decoder = decoder or recognizer.decoder()
@@ -221,9 +239,10 @@ def _decode(recognizer: Recognizer, decoder: Decoder, window: list[tuple[_InFlig
     sample_rate = recognizer.frontend.config.sample_rate
     log_probs: list[np.ndarray] = [np.zeros(0)] * len(window)
     for batch in _batches([len(segment.samples) for _, segment in window], batch_seconds * sample_rate):
-        waveforms = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(window[i][1].samples) for i in batch],
-                                                    batch_first=True)
-        lengths = torch.tensor([len(window[i][1].samples) for i in batch])
+        lengths = np.array([len(window[i][1].samples) for i in batch])
+        waveforms = np.zeros((len(batch), lengths.max()), dtype=np.float32)
+        for row, i in enumerate(batch):
+            waveforms[row, :lengths[row]] = window[i][1].samples
         for i, array in zip(batch, split_batch(*recognizer.log_probs(waveforms, lengths))):
             log_probs[i] = array
     for (file, segment), hypothesis in zip(window, decoder.decode(log_probs)):
@@ -315,6 +334,14 @@ def _put(items: queue.Queue, item: object, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
+
+
+def _as_array(audio: Any) -> np.ndarray:
+    """Samples as a numpy array; a torch tensor (on any device) too, without importing torch to tell one."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(audio, torch.Tensor):
+        return audio.detach().cpu().numpy()
+    return np.asarray(audio)
 
 
 def _as_float(samples: np.ndarray) -> np.ndarray:

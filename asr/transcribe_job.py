@@ -22,10 +22,9 @@ from asr.audio import AUDIO_SUFFIXES, RAW_SUFFIXES, RawFormat, audio_duration
 from asr.decoding import Decoder
 from asr.errors import AsrError
 from asr.files import write_text_atomically
-from asr.recognizer import Recognizer
 from asr.subtitles import to_srt, to_vtt
 from asr.terminal import progress_bar_options, quiet_c_stderr
-from asr.transcribe import TranscribeError, Transcript, transcribe_files
+from asr.transcribe import Recognizer, TranscribeError, Transcript, transcribe_files
 
 @dataclass
 class AudioFile:

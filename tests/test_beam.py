@@ -21,7 +21,7 @@ import torch
 from asr.checkpoint import model_state, save_checkpoint
 from asr.decoding import (DECODERS, Decoder, DecoderError, DecoderOptions, Hypothesis, compress_blanks, greedy_spans,
                           usable_cpus, word_confidence)
-from asr.features import FeatureConfig
+from asr.feature_config import FeatureConfig
 from asr.lm import build_lm
 from asr.lm_check import check_lm
 from asr.model import AcousticModel, ModelConfig

@@ -14,7 +14,7 @@ VOCABULARY = Vocabulary()
 def greedy_decode(log_probs, lengths, vocabulary):
     """Greedy transcripts of a padded batch, through the decoder the CLI uses."""
     decoder = Decoder(vocabulary, 0.02, DecoderOptions(kind="greedy"))
-    return [hypothesis.text for hypothesis in decoder.decode(split_batch(log_probs, lengths))]
+    return [hypothesis.text for hypothesis in decoder.decode(split_batch(log_probs.float().numpy(), lengths.numpy()))]
 
 
 def frames(path: str) -> list[int]:

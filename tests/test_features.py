@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from asr.audio import load_audio
-from asr.features import LOG_FLOOR, FeatureConfig, LogMelFrontend, normalize_per_utterance
+from asr.feature_config import LOG_FLOOR, FeatureConfig
+from asr.features import LogMelFrontend, normalize_per_utterance
 from helpers import FSDD, SAMPLES
 
 

@@ -12,7 +12,7 @@ import torch
 from asr.checkpoint import model_state, save_checkpoint
 from asr.data import Utterance, write_manifest
 from asr.errors import AsrError
-from asr.features import FeatureConfig
+from asr.feature_config import FeatureConfig
 from asr.lm import build_lm, corpus_lines, spelled_lines
 from asr.lm_check import KENLM_BINARY_MAGIC, LanguageModelError, check_lm
 from asr.model import AcousticModel, ModelConfig

@@ -17,7 +17,7 @@ import torch
 from asr.checkpoint import attach_lm, load_checkpoint, model_state, save_checkpoint
 from asr.data import read_manifest
 from asr.decoding import Word
-from asr.features import FeatureConfig
+from asr.feature_config import FeatureConfig
 from asr.lm import build_lm, corpus_lines
 from asr.model import AcousticModel, ModelConfig
 from asr.recognizer import load_model
