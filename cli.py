@@ -245,6 +245,30 @@ def train(
 
 
 @app.command()
+def adapt(
+    manifests: Annotated[list[Path], typer.Argument(help="Manifests of the recordings to adapt to (asr prepare folder).")],
+    out: Annotated[Path, typer.Option(help="Folder for the adapted model (OUT/model.pt).")],
+    model: ModelOption = None,
+    dev: Annotated[Optional[Path], typer.Option(
+        help="Manifest to measure WER on before and after; a tenth of the recordings held back if omitted.")] = None,
+    max_minutes: Annotated[float, typer.Option(
+        min=0, help="Training time; the learning rate decays to fit in it (0: the recipe's passes, however long).")] = 15.0,
+    force: Annotated[bool, typer.Option(help="Replace a model already in OUT.")] = False,
+    device: DeviceOption = None,
+) -> None:
+    """Fine-tune a model (the bundled one by default) on a speaker's own recordings."""
+    from asr.adapt import Recipe, adapt as run_adaptation
+
+    result = run_adaptation(manifests, out, model, dev, Recipe(max_minutes=max_minutes), force, device)
+    typer.echo(f"{result.model}: adapted on {result.trained_on} recordings")
+    for name, rates in (("before", result.before), ("after", result.after)):
+        if rates is not None:
+            beam = f", beam WER {rates.beam.wer:.2%} CER {rates.beam.cer:.2%}" if rates.beam else ""
+            typer.echo(f"{name:6}: greedy WER {rates.greedy.wer:.2%} CER {rates.greedy.cer:.2%}{beam} "
+                       f"on {result.evaluated_on}")
+
+
+@app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `asr train`.")],
     out: Annotated[Path, typer.Argument(

@@ -1,0 +1,183 @@
+"""Adapting a trained model to a user's own recordings: ``asr.train`` run from the base's weights
+(training.init) with a recipe sized to the recordings, and the result written as a model like the base,
+its vocabulary, features, LM and tuned decoder weights kept.
+
+The recipe (docs/experiments.md, "Adapting to a speaker"): a quarter of the base's peak learning rate, all
+layers training, the base's own SpecAugment and random channel plus speed perturbation, and a fixed number of
+passes over the recordings, repeated within an epoch where they are few so that a handful of clips still gets
+enough steps. Forgetting is held back by the low rate and the short schedule alone, since a user has none of
+the base's training data to mix in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asr.audio import AudioError, audio_duration
+from asr.augment import AugmentConfig
+from asr.checkpoint import DEFAULT_MODEL, attach_lm, load_checkpoint, save_checkpoint
+from asr.config import Config, DataConfig, TrainingConfig
+from asr.data import Utterance, read_manifest, write_manifest
+from asr.errors import AsrError
+from asr.evaluate import ErrorRates, error_rates, model_outputs
+from asr.harness import TrainingInterrupted
+from asr.model import ModelConfig
+from asr.recognizer import Recognizer, checkpoint_configs, load_model
+from asr.text import TextError, Vocabulary, normalize_text
+from asr.train import train
+
+log = logging.getLogger("asr.adapt")
+
+HOLD_BACK_SHARE = 0.1  # of the recordings, to measure before and after on when no dev manifest is given
+SEED = 0
+
+
+@dataclass
+class Recipe:
+    """How a model is adapted; the defaults are the measured recipe."""
+
+    learning_rate: float = 5e-4  # the peak; the bundled model's was 2e-3
+    warmup_share: float = 0.1  # of the steps
+    passes: int = 10  # epochs: each recording heard this many times, at a speed drawn each time
+    min_epoch_seconds: float = 150.0  # recordings repeated within an epoch up to this much audio: 75 steps at least
+    batch_seconds: float = 20.0  # as the bundled model's
+    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    max_minutes: float = 15.0  # training time; the learning-rate decay fits in it (0: no limit)
+
+
+@dataclass
+class Rates:
+    """Before or after: greedy, and beam search with the model's LM where it has one."""
+
+    greedy: ErrorRates
+    beam: ErrorRates | None
+
+
+@dataclass
+class Adaptation:
+    model: Path
+    trained_on: int  # recordings
+    evaluated_on: str  # what before and after were measured on
+    before: Rates | None  # None with nothing to measure on
+    after: Rates | None
+
+
+def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: str | os.PathLike | None = None,
+          dev: str | os.PathLike | None = None, recipe: Recipe = Recipe(), force: bool = False,
+          device: str | None = None) -> Adaptation:
+    """Fine-tune ``base`` (the bundled model by default) on the manifests' recordings and write OUT/model.pt.
+
+    Nothing is written to OUT but the finished model (and its LM beside it): training runs in a temporary
+    folder inside OUT, removed when it ends or is interrupted.
+    """
+    out = Path(out)
+    target = out / "model.pt"
+    if target.exists() and not force:
+        raise AsrError(f"{target}: a model is there already (--force replaces it)")
+    base = Path(base) if base is not None else DEFAULT_MODEL
+    base_state = load_checkpoint(base)
+    _, model_config, vocabulary = checkpoint_configs(base_state, str(base))
+    recordings = usable_recordings(manifests, vocabulary)
+    if dev is not None:
+        held_back, evaluated_on = usable_recordings([dev], vocabulary), str(dev)
+    else:
+        recordings, held_back = hold_back(recordings)
+        evaluated_on = f"{len(held_back)} held-back recordings"
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".adapting-") as work:
+        work = Path(work)
+        repeats = math.ceil(recipe.min_epoch_seconds / sum(u.duration for u in recordings))
+        write_manifest(work / "train.jsonl", recordings * repeats)
+        if held_back:
+            write_manifest(work / "dev.jsonl", held_back)
+        before = measure(load_model(base, device), work / "dev.jsonl") if held_back else None
+        config = adaptation_config(work / "train.jsonl", repeats * sum(u.duration for u in recordings), base,
+                                   model_config, recipe)
+        log.info("adapting %s on %d recordings (%.1f minutes)%s", base, len(recordings),
+                 sum(u.duration for u in recordings) / 60, f", each {repeats} times an epoch" if repeats > 1 else "")
+        try:
+            trained = train(config, work / "run", device=device)
+        except TrainingInterrupted as interrupted:
+            raise TrainingInterrupted(f"interrupted: no model written to {out}; {base} is untouched",
+                                      interrupted.exit_status - 128) from None
+        write_model(load_checkpoint(trained), base_state, base, work / "model.pt")
+        after = measure(load_model(work / "model.pt", device), work / "dev.jsonl") if held_back else None
+        for written in sorted(work.glob("model*"), key=lambda path: path.name == "model.pt"):  # model.pt last
+            os.replace(written, out / written.name)
+    return Adaptation(target, len(recordings), evaluated_on, before, after)
+
+
+def usable_recordings(manifests: Sequence[str | os.PathLike], vocabulary: Vocabulary) -> list[Utterance]:
+    """The manifests' utterances whose audio can be read and whose transcript the vocabulary writes; the
+    others are counted in a warning, and an error if none is left."""
+    utterances = [u for manifest in manifests for u in read_manifest(manifest)]
+    usable, unusable = [], []
+    for utterance in utterances:
+        try:
+            text = normalize_text(utterance.text)
+            vocabulary.encode(text)
+            if not text:
+                raise TextError("empty transcript")
+            audio_duration(utterance.audio_filepath)
+        except (TextError, AudioError) as error:
+            unusable.append(f"{utterance.audio_filepath} ({error})")
+            continue
+        usable.append(utterance)
+    names = ", ".join(map(str, manifests))
+    if not usable:
+        raise AsrError(f"{names}: no usable recording: {len(unusable)} with unreadable audio or a transcript "
+                       f"empty or outside the vocabulary (first: {unusable[0]})")
+    if unusable:
+        log.warning("%s: skipped %d of %d recordings with unreadable audio or a transcript empty or outside the "
+                    "vocabulary (first: %s)", names, len(unusable), len(utterances), "; ".join(unusable[:3]))
+    return usable
+
+
+def hold_back(recordings: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
+    """(to train on, to measure on): a seeded tenth held back, none from a single recording."""
+    count = max(1, round(HOLD_BACK_SHARE * len(recordings))) if len(recordings) > 1 else 0
+    chosen = set(random.Random(SEED).sample(range(len(recordings)), count))
+    return ([u for i, u in enumerate(recordings) if i not in chosen],
+            [u for i, u in enumerate(recordings) if i in chosen])
+
+
+def adaptation_config(train_manifest: Path, epoch_seconds: float, base: Path, model_config: ModelConfig,
+                      recipe: Recipe) -> Config:
+    """The recipe as an ``asr train`` config starting from ``base``; the features come from it (training.init)."""
+    warmup_steps = round(recipe.warmup_share * recipe.passes * epoch_seconds / recipe.batch_seconds)
+    return Config(
+        model=model_config,
+        data=DataConfig(train=[str(train_manifest)], batch_seconds=recipe.batch_seconds, num_workers=1),
+        augment=AugmentConfig(speeds=recipe.speeds),
+        training=TrainingConfig(epochs=recipe.passes, learning_rate=recipe.learning_rate, warmup_steps=warmup_steps,
+                                final_lr_ratio=0.05, precision="fp32", seed=SEED, max_minutes=recipe.max_minutes,
+                                init=str(base)),
+    )
+
+
+def write_model(trained: dict, base_state: dict, base: Path, path: Path) -> None:
+    """The trained weights as a model like the base: with its LM (copied beside ``path``) and decoder weights."""
+    save_checkpoint(path, {key: trained[key] for key in ("model_state", "model_config", "feature_config", "vocabulary")})
+    if "decoder" in base_state:
+        settings = base_state["decoder"]
+        attach_lm(path, base.parent / settings["lm"], settings["alpha"], settings["beta"])
+
+
+def measure(recognizer: Recognizer, manifest: Path) -> Rates:
+    _, references, log_probs = model_outputs(recognizer, [manifest])
+    rates = []
+    for kind in ("greedy", "beam") if recognizer.decoder_settings.get("lm") else ("greedy",):
+        decoder = recognizer.decoder(kind)
+        try:
+            rates.append(error_rates(references, [h.text for h in decoder.decode(log_probs, timings=False)]))
+        finally:
+            decoder.close()
+    return Rates(rates[0], rates[1] if len(rates) > 1 else None)

@@ -1,0 +1,106 @@
+"""`asr adapt`: fine-tuning a model on a speaker's recordings, from a tiny base trained here on one FSDD speaker."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+import torch
+
+from asr.adapt import Recipe, adapt
+from asr.checkpoint import attach_lm, load_checkpoint
+from asr.config import Config, DataConfig, TrainingConfig
+from asr.harness import TrainingInterrupted
+from asr.lm import build_lm
+from asr.model import ModelConfig
+from asr.recognizer import load_model
+from asr.train import train
+from helpers import assert_one_line_error, run_cli
+
+TINY_RECIPE = Recipe(passes=2, min_epoch_seconds=5.0, batch_seconds=2.0, max_minutes=0.0)
+
+
+@pytest.fixture(scope="module")
+def base(fsdd_prepared, tmp_path_factory):
+    """A minute model trained briefly on FSDD's jackson, with an LM and decoder weights stored with it."""
+    folder = tmp_path_factory.mktemp("base")
+    config = Config(features=dataclasses.replace(Config().features, freq_masks=0, time_masks=0, prior_frames=50.0),
+                    model=ModelConfig(conv_channels=4, rnn_layers=1, rnn_hidden=16, dropout=0.0),
+                    data=DataConfig(train=[str(fsdd_prepared / "train.jsonl")], batch_seconds=2.0, num_workers=0),
+                    training=TrainingConfig(epochs=1, learning_rate=0.01, warmup_steps=1, precision="fp32"))
+    path = train(config, folder / "run", device="cpu")
+    build_lm(["zero one two three four five six seven eight nine"] * 3, 2, folder / "digits.arpa", progress=False)
+    attach_lm(path, folder / "digits.arpa", 0.5, 1.0)
+    return path
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_adapt_writes_a_model_like_the_base_with_new_weights(base, fsdd_prepared, tmp_path):
+    before = digest(base)
+    result = adapt([fsdd_prepared / "dev.jsonl"], tmp_path / "me", base=base, recipe=TINY_RECIPE, device="cpu")
+    assert result.model == tmp_path / "me" / "model.pt"
+    assert sorted(p.name for p in (tmp_path / "me").iterdir()) == ["model.lm.arpa", "model.pt"]
+    assert digest(base) == before
+    adapted, original = load_checkpoint(result.model), load_checkpoint(base)
+    for key in ("model_config", "feature_config", "vocabulary"):
+        assert adapted[key] == original[key], key
+    assert adapted["decoder"] == {**original["decoder"], "lm": "model.lm.arpa"}
+    assert any(not torch.equal(adapted["model_state"][name], tensor)
+               for name, tensor in original["model_state"].items() if tensor.is_floating_point())
+    # A tenth of the ten recordings held back, measured before and after, greedy and with the LM.
+    assert result.trained_on == 9 and result.evaluated_on == "1 held-back recordings"
+    assert result.before.beam is not None and result.after.beam is not None
+    assert load_model(result.model, "cpu").decoder_settings["lm"] == str(tmp_path / "me" / "model.lm.arpa")
+
+
+def test_interrupted_adaptation_leaves_no_model_and_the_base_untouched(base, fsdd_prepared, tmp_path, monkeypatch):
+    import asr.adapt
+
+    def interrupted(config, out, device=None):
+        (out / "last.pt").parent.mkdir(parents=True, exist_ok=True)
+        (out / "last.pt").write_bytes(b"half")
+        raise TrainingInterrupted("interrupted by SIGINT", 2)
+
+    before = digest(base)
+    monkeypatch.setattr(asr.adapt, "train", interrupted)
+    with pytest.raises(TrainingInterrupted, match="no model written") as raised:
+        adapt([fsdd_prepared / "dev.jsonl"], tmp_path / "me", base=base, recipe=TINY_RECIPE, device="cpu")
+    assert raised.value.exit_status == 130
+    assert list((tmp_path / "me").iterdir()) == []
+    assert digest(base) == before
+
+
+def write_lines(path, entries) -> None:
+    path.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+
+
+def test_bad_inputs_are_one_line_errors(base, fsdd_prepared, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    audio = str(next(iter(load_lines(fsdd_prepared / "dev.jsonl")))["audio_filepath"])
+    write_lines(tmp_path / "unusable.jsonl", [
+        {"audio_filepath": "missing.wav", "duration": 1.0, "text": "one"},
+        {"audio_filepath": str(fsdd_prepared / audio), "duration": 1.0, "text": "room 101"},
+        {"audio_filepath": str(fsdd_prepared / audio), "duration": 1.0, "text": ""}])
+    (tmp_path / "not-a-model.pt").write_text("hello")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "model.pt").write_bytes(b"a model")
+    good = fsdd_prepared / "dev.jsonl"
+    cases = [(["adapt", tmp_path / "empty.jsonl", "--out", tmp_path / "o", "--model", base], ["empty.jsonl", "no utterances"]),
+             (["adapt", tmp_path / "unusable.jsonl", "--out", tmp_path / "o", "--model", base],
+              ["unusable.jsonl", "no usable recording", "missing.wav"]),
+             (["adapt", good, "--out", tmp_path / "o", "--model", tmp_path / "not-a-model.pt"],
+              ["not-a-model.pt", "not an asr checkpoint"]),
+             (["adapt", good, "--out", tmp_path / "taken", "--model", base], ["taken", "--force"])]
+    for args, names in cases:
+        assert_one_line_error(run_cli(*args), *names)
+    assert (tmp_path / "taken" / "model.pt").read_bytes() == b"a model"
+    assert not (tmp_path / "o").exists()
+
+
+def load_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
