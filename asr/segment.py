@@ -1,19 +1,22 @@
-"""Cutting a recording into segments at pauses, so that the model never sees more than a bounded stretch.
+"""Cutting audio into segments at pauses as it arrives, so that the model never sees more than a
+bounded stretch and each segment can be decoded as soon as its pause has closed it.
 
 A bidirectional LSTM reads a whole input before it says anything, so an hour of audio
 cannot go through it in one piece; and this one, trained on single short utterances,
 does best on one utterance at a time. An energy detector finds the pauses: a 10 ms
 frame is speech when it is ``threshold_db`` (at most half the dynamic range) louder
-than the noise floor, the 10th percentile of the frame energies within 15 s either side,
-digital silence left out. A pause of at least ``min_pause`` ends a segment: up to
-``padding`` of it stays with the speech on either side, as the silence around a
-training utterance does, and the rest is dropped. A segment that reaches
-``max_seconds`` without such a pause is cut at its quietest moment in its second half.
-Segments never overlap, so no word is heard twice, and they are cut only where the
-audio is quiet, so words are rarely split.
+than the noise floor, the 10th percentile of the frame energies of the 30 s before it,
+digital silence left out. The floor looks only back, and is updated every 0.1 s, so that
+a frame is judged 0.1 s after it arrives at most: a live stream and the same audio read
+from a file are cut alike. Once a pause has lasted ``min_pause``, it closes the segment
+before it: up to ``padding`` of it (and never more than ``min_pause``) stays with that
+speech, up to ``padding`` before the next speech goes with it, and the rest is dropped.
+A segment that reaches ``max_seconds`` without such a pause is cut at its quietest
+moment in its second half. Segments never overlap, so no word is heard twice, and they
+are cut only where the audio is quiet, so words are rarely split.
 
-The detector reads a stream of blocks and holds at most about ``max_seconds`` plus
-16 s of audio; its decisions do not depend on how the stream is blocked.
+The segmenter holds at most about ``max_seconds`` of audio and 30 s of frame energies;
+its decisions do not depend on how the stream is blocked.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from asr.audio import SAMPLE_RATE
 from asr.errors import AsrError
 
 FRAME_SECONDS = 0.01
-CHUNK_FRAMES = 100  # the noise floor is estimated once per second of audio ...
-FLOOR_CONTEXT_CHUNKS = 15  # ... from the 15 s before and after that second
+STEP_FRAMES = 10  # frames are judged 0.1 s at a time, against a noise floor estimated ...
+FLOOR_CONTEXT_STEPS = 300  # ... from the 30 s before them and themselves
 FLOOR_PERCENTILE = 10
 LOUD_PERCENTILE = 90
 MIN_THRESHOLD_DB = 6.0
@@ -71,10 +74,10 @@ class Segment:
 def segment_stream(blocks: Iterable[np.ndarray], options: SegmentOptions = SegmentOptions(),
                    sample_rate: int = SAMPLE_RATE) -> Iterator[Segment]:
     """The segments of speech in consecutive blocks of mono samples, in order (none for silence)."""
-    options.validate()
-    frame = round(sample_rate * FRAME_SECONDS)
-    chunks = _rechunk(blocks, frame * CHUNK_FRAMES)
-    yield from _cut(_classified(chunks, frame, options.threshold_db), options, frame)
+    segmenter = Segmenter(options, sample_rate)
+    for block in blocks:
+        yield from segmenter.accept(block)
+    yield from segmenter.finish()
 
 
 def frame_energies(samples: np.ndarray, frame: int) -> np.ndarray:
@@ -84,42 +87,6 @@ def frame_energies(samples: np.ndarray, frame: int) -> np.ndarray:
     if whole < len(samples):
         variances = np.append(variances, samples[whole:].var())
     return 10 * np.log10(variances.astype(np.float64) + 10 ** (SILENT_DB / 10))
-
-
-def _rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """The stream in chunks of exactly ``size`` samples (the last one maybe shorter), however it was blocked."""
-    buffer = np.zeros(0, dtype=np.float32)
-    for block in blocks:
-        buffer = np.concatenate([buffer, block])
-        whole = len(buffer) // size
-        if whole:
-            yield from np.split(buffer[:whole * size], whole)
-            buffer = buffer[whole * size:]
-    if len(buffer):
-        yield buffer
-
-
-def _classified(chunks: Iterable[np.ndarray], frame: int, threshold_db: float
-                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(samples, frame energies, speech or not per frame) of each chunk, once the chunks after it are read."""
-    context: deque[np.ndarray] = deque(maxlen=2 * FLOOR_CONTEXT_CHUNKS + 1)
-    waiting: deque[tuple[np.ndarray, np.ndarray]] = deque()
-
-    def classify(samples: np.ndarray, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        energies_around = np.concatenate(context)
-        sounding = energies_around[energies_around > DIGITAL_SILENCE_DB]  # a gap of zeros is no noise floor
-        floor, loud = np.percentile(sounding if len(sounding) else energies_around, [FLOOR_PERCENTILE, LOUD_PERCENTILE])
-        margin = min(threshold_db, max(MIN_THRESHOLD_DB, (loud - floor) / 2))
-        return samples, energies, energies > floor + margin
-
-    for samples in chunks:
-        energies = frame_energies(samples, frame)
-        context.append(energies)
-        waiting.append((samples, energies))
-        if len(waiting) > FLOOR_CONTEXT_CHUNKS:
-            yield classify(*waiting.popleft())
-    while waiting:
-        yield classify(*waiting.popleft())
 
 
 @dataclass
@@ -140,48 +107,92 @@ class _Held:
             self.samples.pop(0)
 
 
-def _cut(classified: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], options: SegmentOptions, frame: int
-         ) -> Iterator[Segment]:
-    min_pause, padding = round(options.min_pause / FRAME_SECONDS), round(options.padding / FRAME_SECONDS)
-    max_frames = round(options.max_seconds / FRAME_SECONDS)
-    held = _Held(0, [], [])
-    start: int | None = None  # the first frame of the open segment, if one is open
-    pause: int | None = 0  # the first frame of the current run of non-speech (the stream begins in one)
-    last_end = 0  # the frame after the last segment given out
-    t = 0
+class Segmenter:
+    """Cuts a stream pushed into it block by block: :meth:`accept` gives the segments each block
+    closes, :meth:`finish` the one still open at the end."""
 
-    def segment(begin: int, end: int) -> Segment:  # a copy, not a view that would keep all held audio alive
-        return Segment(begin * frame, held.slice(begin, end, frame)[0].copy())
+    def __init__(self, options: SegmentOptions = SegmentOptions(), sample_rate: int = SAMPLE_RATE):
+        options.validate()
+        self.frame = round(sample_rate * FRAME_SECONDS)
+        self.threshold_db = options.threshold_db
+        self.min_pause = round(options.min_pause / FRAME_SECONDS)
+        self.padding = round(options.padding / FRAME_SECONDS)
+        self.max_frames = round(options.max_seconds / FRAME_SECONDS)
+        self.history: deque[np.ndarray] = deque(maxlen=FLOOR_CONTEXT_STEPS)  # frame energies of the steps before
+        self.unjudged = np.zeros(0, dtype=np.float32)  # samples short of a whole step
+        self.held = _Held(0, [], [])
+        self.start: int | None = None  # the first frame of the open segment, if one is open
+        self.pause: int | None = 0  # the first frame of the current run of non-speech (the stream begins in one)
+        self.last_end = 0  # the frame after the last segment given out
+        self.t = 0  # frames judged
 
-    for samples, energies, speech in classified:
-        held.samples.append(samples)
-        held.energies.append(energies)
-        for is_speech in speech.tolist():
-            if is_speech:
-                if pause is not None and t - pause >= min_pause:
-                    if start is not None:
-                        last_end = pause + min(padding, (t - pause) // 2)
-                        yield segment(start, last_end)
-                    start = max(last_end, t - padding)
-                elif start is None:
-                    start = last_end
-                pause = None
-            elif pause is None:
-                pause = t
-            if start is not None and t + 1 - start >= max_frames:
-                if pause is not None:  # in a pause: end the segment there, and let the pause decide what follows
-                    last_end = min(t + 1, pause + padding)
-                else:
-                    quiet_from = start + max_frames // 2
-                    loudness = np.convolve(held.slice(quiet_from, t + 1, frame)[1], np.ones(5) / 5, mode="same")
-                    last_end = quiet_from + int(np.argmin(loudness))
-                yield segment(start, last_end)
-                start = None if pause is not None else last_end
-            t += 1
-        if start is not None:
-            held.drop_before(start)
+    def accept(self, samples: np.ndarray) -> list[Segment]:
+        """The segments that these samples, following those accepted before, close."""
+        step = self.frame * STEP_FRAMES
+        self.unjudged = np.concatenate([self.unjudged, np.asarray(samples, dtype=np.float32)])
+        whole = len(self.unjudged) // step * step
+        segments = [segment for i in range(0, whole, step) for segment in self._judge(self.unjudged[i:i + step])]
+        self.unjudged = self.unjudged[whole:]
+        return segments
+
+    def finish(self) -> list[Segment]:
+        """The segments left when the stream ends: the samples short of a step, and the open segment."""
+        segments = self._judge(self.unjudged) if len(self.unjudged) else []
+        self.unjudged = self.unjudged[:0]
+        if self.start is not None:
+            segments.append(self._segment(self.start, self.t))
+            self.start = None
+        return segments
+
+    def _judge(self, samples: np.ndarray) -> list[Segment]:
+        """Classify one step's frames against the noise floor and follow them through the cutting rules."""
+        energies = frame_energies(samples, self.frame)
+        around = np.concatenate([*self.history, energies])
+        sounding = around[around > DIGITAL_SILENCE_DB]  # a gap of zeros is no noise floor
+        floor, loud = np.percentile(sounding if len(sounding) else around, [FLOOR_PERCENTILE, LOUD_PERCENTILE])
+        margin = min(self.threshold_db, max(MIN_THRESHOLD_DB, (loud - floor) / 2))
+        self.history.append(energies)
+        self.held.samples.append(samples)
+        self.held.energies.append(energies)
+        segments = [segment for is_speech in (energies > floor + margin).tolist()
+                    for segment in self._frame(is_speech)]
+        self.held.drop_before(self._keep_from())
+        return segments
+
+    def _frame(self, is_speech: bool) -> list[Segment]:
+        """One frame through the cutting rules: the segment it closes, if any."""
+        t, segments = self.t, []
+        if is_speech:
+            if self.start is None:  # speech after a short pause continues from the last cut, else keeps its padding
+                short = self.pause is not None and t - self.pause < self.min_pause
+                self.start = self.last_end if short else max(self.last_end, t - self.padding)
+            self.pause = None
         else:
-            held.drop_before(max(last_end, t - padding) if t - pause >= min_pause else last_end)
-    if start is not None:
-        end = pause + padding if pause is not None and t - pause >= min_pause else t
-        yield segment(start, min(end, t))
+            if self.pause is None:
+                self.pause = t
+            if self.start is not None and t + 1 - self.pause >= self.min_pause:  # the pause closes the segment
+                self.last_end = self.pause + min(self.padding, self.min_pause)
+                segments.append(self._segment(self.start, self.last_end))
+                self.start = None
+        if self.start is not None and t + 1 - self.start >= self.max_frames:
+            if self.pause is not None:  # in a pause: end the segment there, and let the pause decide what follows
+                self.last_end = min(t + 1, self.pause + self.padding)
+            else:
+                quiet_from = self.start + self.max_frames // 2
+                loudness = np.convolve(self.held.slice(quiet_from, t + 1, self.frame)[1], np.ones(5) / 5, mode="same")
+                self.last_end = quiet_from + int(np.argmin(loudness))
+            segments.append(self._segment(self.start, self.last_end))
+            self.start = None if self.pause is not None else self.last_end
+        self.t += 1
+        return segments
+
+    def _keep_from(self) -> int:
+        """The first frame a segment may still need: the open one's start, or where the next could start."""
+        if self.start is not None:
+            return self.start
+        if self.pause is not None and self.t - self.pause < self.min_pause:
+            return self.last_end
+        return max(self.last_end, self.t - self.padding)
+
+    def _segment(self, begin: int, end: int) -> Segment:  # a copy, not a view that would keep all held audio alive
+        return Segment(begin * self.frame, self.held.slice(begin, end, self.frame)[0].copy())
