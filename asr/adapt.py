@@ -2,7 +2,7 @@
 (training.init) with a recipe sized to the recordings, and the result written as a model like the base,
 its vocabulary, features, LM and tuned decoder weights kept.
 
-The recipe (docs/experiments.md, "Adapting to a speaker"): a quarter of the base's peak learning rate, all
+The recipe (docs/experiments.md, "Adapting to a speaker"): half the base's peak learning rate, all
 layers training, the base's own SpecAugment and random channel plus speed perturbation, and a fixed number of
 passes over the recordings, repeated within an epoch where they are few so that a handful of clips still gets
 enough steps. Forgetting is held back by the low rate and the short schedule alone, since a user has none of
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from asr.audio import AudioError, audio_duration
 from asr.augment import AugmentConfig
-from asr.checkpoint import DEFAULT_MODEL, attach_lm, load_checkpoint, save_checkpoint
+from asr.checkpoint import DEFAULT_MODEL, MODEL_KEYS, attach_lm, load_checkpoint, save_checkpoint
 from asr.config import Config, DataConfig, TrainingConfig
 from asr.data import Utterance, read_manifest, write_manifest
 from asr.errors import AsrError
@@ -44,8 +44,10 @@ SEED = 0
 class Recipe:
     """How a model is adapted; the defaults are the measured recipe."""
 
-    learning_rate: float = 5e-4  # the peak; the bundled model's was 2e-3
-    warmup_share: float = 0.1  # of the steps
+    learning_rate: float = 1e-3  # the peak; the bundled model's was 2e-3
+    # Adam's moments settle in a few steps from trained weights; the warm-up is counted in steps, not a share of
+    # them, since a run stopped by max_minutes may take far fewer steps than its passes would.
+    warmup_steps: int = 20
     passes: int = 10  # epochs: each recording heard this many times, at a speed drawn each time
     min_epoch_seconds: float = 150.0  # recordings repeated within an epoch up to this much audio: 75 steps at least
     batch_seconds: float = 20.0  # as the bundled model's
@@ -99,8 +101,7 @@ def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: 
         if held_back:
             write_manifest(work / "dev.jsonl", held_back)
         before = measure(load_model(base, device), work / "dev.jsonl") if held_back else None
-        config = adaptation_config(work / "train.jsonl", repeats * sum(u.duration for u in recordings), base,
-                                   model_config, recipe)
+        config = adaptation_config(work / "train.jsonl", base, model_config, recipe)
         log.info("adapting %s on %d recordings (%.1f minutes)%s", base, len(recordings),
                  sum(u.duration for u in recordings) / 60, f", each {repeats} times an epoch" if repeats > 1 else "")
         try:
@@ -149,23 +150,21 @@ def hold_back(recordings: list[Utterance]) -> tuple[list[Utterance], list[Uttera
             [u for i, u in enumerate(recordings) if i in chosen])
 
 
-def adaptation_config(train_manifest: Path, epoch_seconds: float, base: Path, model_config: ModelConfig,
-                      recipe: Recipe) -> Config:
+def adaptation_config(train_manifest: Path, base: Path, model_config: ModelConfig, recipe: Recipe) -> Config:
     """The recipe as an ``asr train`` config starting from ``base``; the features come from it (training.init)."""
-    warmup_steps = round(recipe.warmup_share * recipe.passes * epoch_seconds / recipe.batch_seconds)
     return Config(
         model=model_config,
         data=DataConfig(train=[str(train_manifest)], batch_seconds=recipe.batch_seconds, num_workers=1),
         augment=AugmentConfig(speeds=recipe.speeds),
-        training=TrainingConfig(epochs=recipe.passes, learning_rate=recipe.learning_rate, warmup_steps=warmup_steps,
-                                final_lr_ratio=0.05, precision="fp32", seed=SEED, max_minutes=recipe.max_minutes,
-                                init=str(base)),
+        training=TrainingConfig(epochs=recipe.passes, learning_rate=recipe.learning_rate,
+                                warmup_steps=recipe.warmup_steps, final_lr_ratio=0.05, precision="fp32", seed=SEED,
+                                max_minutes=recipe.max_minutes, init=str(base)),
     )
 
 
 def write_model(trained: dict, base_state: dict, base: Path, path: Path) -> None:
     """The trained weights as a model like the base: with its LM (copied beside ``path``) and decoder weights."""
-    save_checkpoint(path, {key: trained[key] for key in ("model_state", "model_config", "feature_config", "vocabulary")})
+    save_checkpoint(path, {key: trained[key] for key in MODEL_KEYS})
     if "decoder" in base_state:
         settings = base_state["decoder"]
         attach_lm(path, base.parent / settings["lm"], settings["alpha"], settings["beta"])

@@ -535,7 +535,8 @@ def _metadata_recordings(table: Path) -> list[Recording]:
     A .csv is split at ``|`` where its first line has one, else at commas."""
     lines = [line for line in _read_lines(table, "metadata") if line.strip()]
     delimiter = "\t" if table.suffix == ".tsv" else "|" if lines and "|" in lines[0] else ","
-    rows = list(csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "|" else csv.QUOTE_MINIMAL))
+    quoting = csv.QUOTE_NONE if delimiter == "|" else csv.QUOTE_MINIMAL  # LJSpeech's texts hold bare quotes
+    rows = list(csv.reader(lines, delimiter=delimiter, quoting=quoting))
     header = [field.strip().lower() for field in rows[0]] if rows else []
     file_column = next((header.index(name) for name in FILE_COLUMNS if name in header), None)
     text_column = next((header.index(name) for name in TEXT_COLUMNS if name in header), None)
@@ -559,7 +560,8 @@ def _metadata_recordings(table: Path) -> list[Recording]:
 def _metadata_audio(folder: Path, name: str) -> Path | None:
     """``name`` in ``folder`` or its ``wavs/`` (LJSpeech's), with any audio suffix where it has none."""
     for base in (folder, folder / "wavs"):
-        candidates = [base / name] if Path(name).suffix else [base / (name + suffix) for suffix in sorted(AUDIO_SUFFIXES)]
+        suffixes = [""] if Path(name).suffix else sorted(AUDIO_SUFFIXES)
+        candidates = [base / (name + suffix) for suffix in suffixes]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate

@@ -41,12 +41,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--held-out-share", type=float, default=0.1)
     defaults = Recipe()
-    for name in ("learning_rate", "passes", "max_minutes", "min_epoch_seconds"):
+    names = ("learning_rate", "passes", "max_minutes", "min_epoch_seconds", "batch_seconds", "warmup_steps")
+    for name in names:
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
                             default=getattr(defaults, name))
     args = parser.parse_args()
-    recipe = dataclasses.replace(defaults, learning_rate=args.learning_rate, passes=args.passes,
-                                 max_minutes=args.max_minutes, min_epoch_seconds=args.min_epoch_seconds)
+    recipe = dataclasses.replace(defaults, **{name: getattr(args, name) for name in names})
     train, held_out = split_by_prompt(args.manifest, args.held_out_share, args.out / "data")
     start = time.perf_counter()
     result = adapt([train], args.out / "model", dev=held_out, recipe=recipe, force=True)

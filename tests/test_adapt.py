@@ -90,7 +90,8 @@ def test_bad_inputs_are_one_line_errors(base, fsdd_prepared, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "model.pt").write_bytes(b"a model")
     good = fsdd_prepared / "dev.jsonl"
-    cases = [(["adapt", tmp_path / "empty.jsonl", "--out", tmp_path / "o", "--model", base], ["empty.jsonl", "no utterances"]),
+    cases = [(["adapt", tmp_path / "empty.jsonl", "--out", tmp_path / "o", "--model", base],
+              ["empty.jsonl", "no utterances"]),
              (["adapt", tmp_path / "unusable.jsonl", "--out", tmp_path / "o", "--model", base],
               ["unusable.jsonl", "no usable recording", "missing.wav"]),
              (["adapt", good, "--out", tmp_path / "o", "--model", tmp_path / "not-a-model.pt"],
