@@ -274,13 +274,16 @@ def export(
     out: Annotated[Path, typer.Argument(
         help="Where to write the inference-only model: a .pt, or a .onnx that runs without torch.")],
     half: Annotated[bool, typer.Option(help="Store a .pt's weights in half precision.")] = True,
+    int8: Annotated[bool, typer.Option(help="Store a .onnx's recurrent and output weights as 8-bit integers.")] = False,
 ) -> None:
     """Strip a checkpoint to what inference needs, for shipping: a .pt, or ONNX for ONNX Runtime."""
     if out.suffix.lower() == ".onnx":
         from asr.onnx_export import export_onnx
 
-        export_onnx(checkpoint, out)
+        export_onnx(checkpoint, out, int8=int8)
     else:
+        if int8:
+            raise typer.BadParameter("applies only to an ONNX model (OUT ending in .onnx)", param_hint="--int8")
         from asr.checkpoint import export_model
 
         export_model(checkpoint, out, half=half)

@@ -176,3 +176,19 @@ def test_an_onnx_file_that_is_not_ours_or_damaged_is_one_line_error(exported, tm
 @pytest.mark.slow
 def test_onnx_model_on_a_gpu_device_is_one_line_error(exported):
     assert_one_line_error(run_cli("transcribe", CLIP, "--model", exported, "--device", "cuda"), "--device", "CPU")
+
+
+def test_int8_export_is_smaller_and_transcribes_the_samples_alike(exported, tmp_path):
+    quantized = tmp_path / "int8.onnx"
+    export_onnx(DEFAULT_MODEL, quantized, int8=True)
+    assert quantized.stat().st_size < exported.stat().st_size / 3
+    recognizer = load_onnx_model(quantized)
+    assert recognizer.decoder_settings["lm"] == str(tmp_path / "int8.lm.arpa")
+    paths = sorted(SAMPLES.glob("*.flac"))
+    decoder = recognizer.decoder("greedy")
+    assert [r.text for r in transcribe_files(recognizer, paths, decoder)] == ["yes", "two nine six six two", "five"]
+
+
+@pytest.mark.slow
+def test_int8_for_a_pt_is_one_line_error(tmp_path):
+    assert_one_line_error(run_cli("export", DEFAULT_MODEL, tmp_path / "model.pt", "--int8"), "--int8")
