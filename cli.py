@@ -33,6 +33,17 @@ class ByteOrder(str, Enum):
     big = "big"
 
 
+class RawWidth(str, Enum):
+    bits8 = "8"
+    bits16 = "16"
+    bits24 = "24"
+    bits32 = "32"
+
+    @property
+    def subtype(self) -> str:
+        return {"8": "PCM_S8", "16": "PCM_16", "24": "PCM_24", "32": "PCM_32"}[self.value]
+
+
 class Corpus(str, Enum):
     an4 = "an4"
     fsdd = "fsdd"
@@ -61,6 +72,9 @@ UnigramsOption = Annotated[Optional[Path], typer.Option(
     "--unigrams", help="The words a binary KenLM --lm was built on: a word list, or the ARPA file it came from.")]
 HotwordOption = Annotated[Optional[list[str]], typer.Option("--hotword", help="A word to favour; repeatable.")]
 HotwordWeightOption = Annotated[float, typer.Option(help="How strongly hotwords are favoured.")]
+PauseOption = Annotated[float, typer.Option(
+    help="Seconds of pause that end a segment: shorter prints sooner, longer keeps more context together.")]
+MaxSegmentOption = Annotated[float, typer.Option(help="Seconds after which a segment with no such pause is cut.")]
 
 
 def load(model: Optional[Path], device: Optional[str], decoder: Optional[DecoderKind], lm: Optional[Path],
@@ -100,25 +114,84 @@ def transcribe(
     workers: Annotated[int, typer.Option(help="Threads reading and cutting audio ahead of the model.")] = 2,
     progress: Annotated[Optional[bool], typer.Option(
         help="A progress bar and a summary line on stderr; on by default when it is a terminal.")] = None,
-    raw_sample_rate: Annotated[int, typer.Option(help="Sample rate of .raw/.pcm files.")] = 16000,
-    raw_byte_order: Annotated[ByteOrder, typer.Option(help="Byte order of .raw/.pcm files (16-bit mono).")] = ByteOrder.little,
+    raw_sample_rate: Annotated[Optional[int], typer.Option(
+        help="Sample rate of .raw/.pcm files, or of headerless PCM on a pipe [default: 16000].")] = None,
+    raw_byte_order: Annotated[Optional[ByteOrder], typer.Option(
+        help="Byte order of raw PCM [default: little].")] = None,
+    raw_width: Annotated[Optional[RawWidth], typer.Option(help="Bits per raw PCM sample [default: 16].")] = None,
+    raw_channels: Annotated[Optional[int], typer.Option(help="Channels of raw PCM [default: 1].")] = None,
+    stream: Annotated[bool, typer.Option(
+        "--stream", help="Print each segment as soon as it is decoded (always so for - and named pipes).")] = False,
+    pause: PauseOption = 0.6,
+    max_segment: MaxSegmentOption = 20.0,
     device: DeviceOption = None,
 ) -> None:
-    """Transcribe audio of any length; a file that cannot be read is reported and the rest go on."""
+    """Transcribe audio of any length; a file that cannot be read is reported and the rest go on.
+    - (standard input) or a named pipe is transcribed as it arrives, each segment printed as its pause ends."""
     from asr.audio import RawFormat
+    from asr.segment import SegmentOptions
+    from asr.stream_job import is_stream
     from asr.transcribe_job import plan_job, transcribe_job
 
-    raw = RawFormat(sample_rate=raw_sample_rate, byte_order=raw_byte_order.value)
+    layout = [raw_sample_rate, raw_byte_order, raw_width, raw_channels]
+    raw = RawFormat(sample_rate=raw_sample_rate or 16000, byte_order=(raw_byte_order or ByteOrder.little).value,
+                    subtype=(raw_width or RawWidth.bits16).subtype, channels=raw_channels or 1)
+    segmenting = SegmentOptions(max_seconds=max_segment, min_pause=pause)
+    segmenting.validate()
+    if stream or Path("-") in inputs or (len(inputs) == 1 and is_stream(inputs[0])):
+        from asr.stream_job import check_stream_options, open_input, stream_job
+
+        check_stream_options(inputs, output_dir, skip_existing)
+        audio = open_input(inputs[0], raw if any(value is not None for value in layout) else None)
+        recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width,
+                                        unigrams_file=unigrams, hotwords=hotword or [], hotword_weight=hotword_weight)
+        try:
+            stream_job(recognizer, text_decoder, audio, format.value, segmenting)
+        finally:
+            text_decoder.close()
+        return
     job = plan_job(inputs, format.value, output_dir, skip_existing)
     recognizer, text_decoder = load(model, device, decoder, lm, alpha, beta, beam_width=beam_width, unigrams_file=unigrams,
                                     hotwords=hotword or [], hotword_weight=hotword_weight)
     try:
         summary = transcribe_job(recognizer, text_decoder, job, batch_seconds, raw, workers,
-                                 sys.stderr.isatty() if progress is None else progress)
+                                 sys.stderr.isatty() if progress is None else progress, segmenting)
     finally:
         text_decoder.close()
     if summary.failed:
         raise typer.Exit(2)
+
+
+@app.command()
+def listen(
+    model: ModelOption = None,
+    decoder: DecoderOption = None,
+    beam_width: BeamWidthOption = 100,
+    lm: LmOption = None,
+    alpha: AlphaOption = None,
+    beta: BetaOption = None,
+    unigrams: UnigramsOption = None,
+    hotword: HotwordOption = None,
+    hotword_weight: HotwordWeightOption = 10.0,
+    format: Annotated[Format, typer.Option("--format", "-f", help="txt, json (with word timings), srt or vtt.")] = Format.txt,
+    pause: PauseOption = 0.6,
+    max_segment: MaxSegmentOption = 20.0,
+    device: Annotated[Optional[str], typer.Option(
+        help="Input device: its number or part of its name (python -m sounddevice lists them); the default one if omitted.")] = None,
+) -> None:
+    """Transcribe the microphone, each segment printed as its pause ends; Ctrl-C transcribes what was heard and stops."""
+    from asr.segment import SegmentOptions
+    from asr.stream_job import open_microphone, stream_job
+
+    segmenting = SegmentOptions(max_seconds=max_segment, min_pause=pause)
+    segmenting.validate()
+    audio = open_microphone(device)
+    recognizer, text_decoder = load(model, None, decoder, lm, alpha, beta, beam_width=beam_width,
+                                    unigrams_file=unigrams, hotwords=hotword or [], hotword_weight=hotword_weight)
+    try:
+        stream_job(recognizer, text_decoder, audio, format.value, segmenting, interruptible=True)
+    finally:
+        text_decoder.close()
 
 
 @app.command()

@@ -167,20 +167,38 @@ def mono_stream(blocks: Iterable[np.ndarray], rate: int, sample_rate: int = SAMP
                 ) -> Iterator[np.ndarray]:
     """Consecutive blocks of (frames, channels) or (frames,) samples at ``rate`` as mono float32 blocks at
     ``sample_rate``: mixed down, NaN and infinities replaced, resampled as one continuous stream."""
-    check_sample_rate(rate, source)
-    resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
+    mono = MonoStream(rate, sample_rate, source)
     empty = True
     for block in blocks:
+        converted = mono.convert(block)
+        empty = empty and len(block) == 0
+        yield converted
+    if empty:
+        raise AudioError(f"{source}: contains no audio samples")
+    if mono.resampler:
+        yield mono.flush()
+
+
+class MonoStream:
+    """:func:`mono_stream` for samples pushed in as they arrive: :meth:`convert` each block, then :meth:`flush`."""
+
+    def __init__(self, rate: int, sample_rate: int = SAMPLE_RATE, source: str = "audio"):
+        check_sample_rate(rate, source)
+        self.resampler = (soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
+                          if rate != sample_rate else None)
+
+    def convert(self, block: np.ndarray) -> np.ndarray:
         block = np.asarray(block, dtype=np.float32)
         mono = block.mean(axis=1) if block.ndim == 2 else block
         if not np.isfinite(mono).all():
             mono = np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0)
-        empty = empty and mono.size == 0
-        yield np.ascontiguousarray(resampler.resample_chunk(mono) if resampler else mono, dtype=np.float32)
-    if empty:
-        raise AudioError(f"{source}: contains no audio samples")
-    if resampler:
-        yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        return np.ascontiguousarray(self.resampler.resample_chunk(mono) if self.resampler else mono, dtype=np.float32)
+
+    def flush(self) -> np.ndarray:
+        """What the resampler still holds, once the stream has ended."""
+        if self.resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
 
 
 def samples_first(samples: np.ndarray, source: str = "audio") -> np.ndarray:

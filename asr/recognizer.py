@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,7 +19,11 @@ from asr.feature_config import FeatureConfig
 from asr.features import LogMelFrontend
 from asr.model import AcousticModel, ModelConfig
 from asr.schema import from_dict
+from asr.segment import SegmentOptions
 from asr.text import Vocabulary
+
+if TYPE_CHECKING:
+    from asr.stream import Stream
 
 
 @dataclass
@@ -43,6 +47,16 @@ class Recognizer:
                 beta: float | None = None, **options) -> Decoder:
         """A decoder for this model (see ``model_decoder``): beam search by default when it has an LM."""
         return model_decoder(self.vocabulary, self.frame_seconds, self.decoder_settings, kind, lm, alpha, beta, **options)
+
+    def stream(self, sample_rate: int, decoder: Decoder | None = None,
+               segmenting: SegmentOptions = SegmentOptions()) -> Stream:
+        """A :class:`asr.stream.Stream` on this model: ``accept`` samples as they arrive, then ``finish``.
+
+        (Imported here, not at the top: the stream sits a floor above the model and uses it.)
+        """
+        from asr.stream import Stream
+
+        return Stream(self, sample_rate, decoder, segmenting)
 
     @torch.inference_mode()
     def log_probs(self, waveforms: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -47,15 +47,20 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{milliseconds:03d}"
 
 
+def srt_cue(number: int, cue: Sequence[Word]) -> str:
+    return f"{number}\n{_timestamp(cue[0].start, ',')} --> {_timestamp(cue[-1].end, ',')}\n{cue_lines(cue)}\n\n"
+
+
+def vtt_cue(cue: Sequence[Word]) -> str:
+    return f"{_timestamp(cue[0].start, '.')} --> {_timestamp(cue[-1].end, '.')}\n{cue_lines(cue)}\n\n"
+
+
+VTT_HEADER = "WEBVTT\n\n"
+
+
 def to_srt(words: Sequence[Word]) -> str:
-    return "".join(
-        f"{number}\n{_timestamp(cue[0].start, ',')} --> {_timestamp(cue[-1].end, ',')}\n{cue_lines(cue)}\n\n"
-        for number, cue in enumerate(group_cues(words), start=1)
-    )
+    return "".join(srt_cue(number, cue) for number, cue in enumerate(group_cues(words), start=1))
 
 
 def to_vtt(words: Sequence[Word]) -> str:
-    return "WEBVTT\n\n" + "".join(
-        f"{_timestamp(cue[0].start, '.')} --> {_timestamp(cue[-1].end, '.')}\n{cue_lines(cue)}\n\n"
-        for cue in group_cues(words)
-    )
+    return VTT_HEADER + "".join(vtt_cue(cue) for cue in group_cues(words))

@@ -232,26 +232,35 @@ def _count(file: _InFlight, upto: int, progress: Callable[[float], None] | None,
 
 def _decode(recognizer: Recognizer, decoder: Decoder, window: list[tuple[_InFlight, Segment]],
             batch_seconds: float) -> None:
-    """Run the window's segments through the model, longest first in batches of at most about
-    ``batch_seconds`` of padded audio, decode them together, and file each one's words under its file."""
+    """Decode the window's segments together and file each one's words under its file."""
     if not window:
         return
+    words = decode_segments(recognizer, decoder, [segment for _, segment in window], batch_seconds)
+    for (file, segment), segment_words in zip(window, words):
+        file.parts.append((segment.start, segment_words))
+        file.undecoded -= 1
+
+
+def decode_segments(recognizer: Recognizer, decoder: Decoder, segments: Sequence[Segment],
+                    batch_seconds: float = 60.0) -> list[list[Word]]:
+    """Each segment's words, timed from the start of its recording: the segments go through the model
+    longest first in batches of at most about ``batch_seconds`` of padded audio, and are decoded together."""
     sample_rate = recognizer.frontend.config.sample_rate
-    log_probs: list[np.ndarray] = [np.zeros(0)] * len(window)
-    for batch in _batches([len(segment.samples) for _, segment in window], batch_seconds * sample_rate):
-        lengths = np.array([len(window[i][1].samples) for i in batch])
+    log_probs: list[np.ndarray] = [np.zeros(0)] * len(segments)
+    for batch in _batches([len(segment.samples) for segment in segments], batch_seconds * sample_rate):
+        lengths = np.array([len(segments[i].samples) for i in batch])
         waveforms = np.zeros((len(batch), lengths.max()), dtype=np.float32)
         for row, i in enumerate(batch):
-            waveforms[row, :lengths[row]] = window[i][1].samples
+            waveforms[row, :lengths[row]] = segments[i].samples
         for i, array in zip(batch, split_batch(*recognizer.log_probs(waveforms, lengths))):
             log_probs[i] = array
-    for (file, segment), hypothesis in zip(window, decoder.decode(log_probs)):
-        # In file time, and within the segment: its last frame's span reaches past its last sample.
+    words = []
+    for segment, hypothesis in zip(segments, decoder.decode(log_probs)):
+        # In recording time, and within the segment: its last frame's span reaches past its last sample.
         offset, end = segment.start / sample_rate, segment.end / sample_rate
-        file.parts.append((segment.start, [dataclasses.replace(word, start=round(min(word.start + offset, end), 3),
-                                                               end=round(min(word.end + offset, end), 3))
-                                           for word in hypothesis.words]))
-        file.undecoded -= 1
+        words.append([dataclasses.replace(word, start=round(min(word.start + offset, end), 3),
+                                          end=round(min(word.end + offset, end), 3)) for word in hypothesis.words])
+    return words
 
 
 def _batches(lengths: Sequence[int], budget: float) -> Iterator[list[int]]:

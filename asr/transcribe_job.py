@@ -22,6 +22,7 @@ from asr.audio import AUDIO_SUFFIXES, RAW_SUFFIXES, RawFormat, audio_duration
 from asr.decoding import Decoder
 from asr.errors import AsrError
 from asr.files import write_text_atomically
+from asr.segment import SegmentOptions
 from asr.subtitles import to_srt, to_vtt
 from asr.terminal import progress_bar_options, quiet_c_stderr
 from asr.transcribe import Recognizer, TranscribeError, Transcript, transcribe_files
@@ -130,7 +131,8 @@ def plan_job(inputs: Sequence[str | os.PathLike], format: str = "txt", output_di
 
 
 def transcribe_job(recognizer: Recognizer, decoder: Decoder, job: Job, batch_seconds: float = 60.0,
-                   raw: RawFormat | None = None, workers: int = 2, progress: bool = False) -> JobSummary:
+                   raw: RawFormat | None = None, workers: int = 2, progress: bool = False,
+                   segmenting: SegmentOptions = SegmentOptions()) -> JobSummary:
     """``asr transcribe``: transcribe the job's files, writing each transcript as soon as it is done
     (atomically, into its output folder) or printing it; a file that fails is one ``error:`` line on
     stderr and the rest go on. With ``progress``, a progress bar; with it or an output folder, a closing
@@ -153,7 +155,7 @@ def transcribe_job(recognizer: Recognizer, decoder: Decoder, job: Job, batch_sec
             bar.set_postfix_str(f"real-time factor {(time.perf_counter() - started) / done:.3f}", refresh=False)
 
         results = transcribe_files(recognizer, [file.path for file in files], decoder, batch_seconds, raw,
-                                   workers=workers, progress=advance)
+                                   segmenting, workers, advance)
         with contextlib.closing(results):
             for result in results:
                 if result.error is not None:
