@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from enum import Enum
@@ -9,6 +10,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+# What the [train] extra adds to a transcription-only install (pip install asr): the commands that import them need it.
+TRAINING_MODULES = ("torch", "torchaudio", "librosa", "matplotlib")
 
 app = typer.Typer(help="Train and run DeepSpeech2-style speech recognizers.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -79,6 +83,10 @@ MaxSegmentOption = Annotated[float, typer.Option(help="Seconds after which a seg
 
 def load(model: Optional[Path], device: Optional[str], decoder: Optional[DecoderKind], lm: Optional[Path],
          alpha: Optional[float], beta: Optional[float], **options):
+    if model is None and importlib.util.find_spec("torch") is None:  # a transcription-only install
+        from asr.onnx_model import DEFAULT_ONNX_MODEL
+
+        model = DEFAULT_ONNX_MODEL
     if model is not None and model.suffix.lower() == ".onnx":
         from asr.onnx_model import load_onnx_model
 
@@ -439,6 +447,12 @@ def main() -> None:
         message = error.format_message() if isinstance(error, UsageError) else str(error)
         typer.echo(f"error: {message}", err=True)
         sys.exit(getattr(error, "exit_status", 2))
+    except ModuleNotFoundError as error:
+        if error.name not in TRAINING_MODULES:
+            raise
+        typer.echo(f"error: this command needs {error.name}, which a transcription-only install leaves out "
+                   "(pip install 'asr[train]')", err=True)
+        sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -25,6 +25,9 @@ from asr.numpy_features import NumpyLogMel
 from asr.schema import from_dict
 from asr.text import TextError, Vocabulary
 
+# The bundled model as int8 ONNX (`asr export data/model.pt data/model.onnx --int8`), the default where torch is not
+# installed; package data, as model.pt is.
+DEFAULT_ONNX_MODEL = Path(__file__).resolve().parent / "bundled" / "model.onnx"
 FORMAT = "asr-onnx-1"  # metadata "format": tells our files from other ONNX models
 INPUTS = ("features", "feature_lengths")
 OUTPUTS = ("log_probs", "lengths")

@@ -192,3 +192,55 @@ def test_int8_export_is_smaller_and_transcribes_the_samples_alike(exported, tmp_
 @pytest.mark.slow
 def test_int8_for_a_pt_is_one_line_error(tmp_path):
     assert_one_line_error(run_cli("export", DEFAULT_MODEL, tmp_path / "model.pt", "--int8"), "--int8")
+
+
+def without_training_install(tmp_path: Path) -> Path:
+    """A folder of links to everything installed but what only the [train] extra brings (torch, torchaudio,
+    librosa, matplotlib): with ``python -S`` and it as PYTHONPATH, Python sees a transcription-only install."""
+    site = Path(np.__file__).resolve().parent.parent
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for entry in site.iterdir():
+        if entry.name.split("-")[0].split(".")[0].lower() not in ("torch", "torchaudio", "librosa", "matplotlib"):
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+def run_without_training_install(tmp_path: Path, *args: str | os.PathLike) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(without_training_install(tmp_path))])}
+    return subprocess.run([sys.executable, "-S", "-c", "import cli; cli.main()", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_transcription_only_install_transcribes_with_the_bundled_onnx_model(tmp_path):
+    result = run_without_training_install(tmp_path, "transcribe", *sorted(SAMPLES.glob("*.flac")))
+    assert result.returncode == 0, result.stderr
+    assert [line.split("\t")[1] for line in result.stdout.splitlines()] == ["yes", "two nine six six two", "five"]
+
+
+@pytest.mark.slow
+def test_a_command_that_needs_the_training_install_says_so_in_one_line(tmp_path):
+    result = run_without_training_install(tmp_path, "train", "--config", REPO / "configs" / "default.yaml",
+                                          "--out", tmp_path / "run")
+    line = assert_one_line_error(result, "pip install 'asr[train]'")
+    assert any(f"needs {module}," in line for module in ("torch", "torchaudio", "librosa", "matplotlib")), line
+
+
+def test_the_bundled_onnx_model_is_the_bundled_model_in_int8():
+    from asr.onnx_model import DEFAULT_ONNX_MODEL
+
+    assert DEFAULT_ONNX_MODEL.stat().st_size < 10e6
+    recognizer, reference = load_onnx_model(DEFAULT_ONNX_MODEL), load_model(device="cpu")
+    assert recognizer.vocabulary.tokens == reference.vocabulary.tokens
+    assert recognizer.frontend.config == reference.frontend.config
+    assert recognizer.decoder_settings == reference.decoder_settings
+
+
+def test_the_bundled_onnx_model_is_package_data():
+    tomllib = pytest.importorskip("tomllib")
+    from asr.onnx_model import DEFAULT_ONNX_MODEL
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["asr"]
+    assert any(DEFAULT_ONNX_MODEL.match(pattern) for pattern in patterns)
