@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 # What the [train] extra adds to a transcription-only install (pip install asr): the commands that import them need it.
-TRAINING_MODULES = ("torch", "torchaudio", "librosa", "matplotlib")
+TRAINING_MODULES = ("torch", "torchaudio", "librosa", "matplotlib", "onnx")
 
 app = typer.Typer(help="Train and run DeepSpeech2-style speech recognizers.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)

@@ -65,12 +65,17 @@ class OnnxRecognizer:
 
 def load_onnx_model(path: str | os.PathLike) -> OnnxRecognizer:
     """Load an ONNX model written by ``asr export``; any other file is refused with a one-line error."""
-    import onnxruntime  # here, so that a missing install is reported as one, not as an import failure of asr
-
     path = Path(path)
+    try:
+        import onnxruntime
+    except ImportError:  # an install from before onnxruntime was a dependency
+        raise OnnxModelError(f"{path}: an ONNX model needs onnxruntime (pip install onnxruntime)") from None
     if not path.is_file():
         raise OnnxModelError(f"{path}: no such model file")
     options = onnxruntime.SessionOptions()
+    # Without its arena ONNX Runtime returns each batch's buffers rather than keeping them for batches of other
+    # shapes: a 60-minute recording peaks at 182 MB instead of 270, for a tenth more time (2-core Xeon, int8).
+    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3  # errors only: its warnings about unused initialisers are not the user's concern
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

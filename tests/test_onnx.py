@@ -194,21 +194,25 @@ def test_int8_for_a_pt_is_one_line_error(tmp_path):
     assert_one_line_error(run_cli("export", DEFAULT_MODEL, tmp_path / "model.pt", "--int8"), "--int8")
 
 
-def without_training_install(tmp_path: Path) -> Path:
-    """A folder of links to everything installed but what only the [train] extra brings (torch, torchaudio,
-    librosa, matplotlib): with ``python -S`` and it as PYTHONPATH, Python sees a transcription-only install."""
+TRAINING_ONLY = ("torch", "torchaudio", "librosa", "matplotlib", "onnx")
+
+
+def installed_without(tmp_path: Path, left_out: tuple[str, ...]) -> Path:
+    """A folder of links to everything installed but the packages ``left_out``: with ``python -S`` and it as
+    PYTHONPATH, Python sees an install without them (without TRAINING_ONLY: a transcription-only install)."""
     site = Path(np.__file__).resolve().parent.parent
     folder = tmp_path / "site"
     folder.mkdir()
     for entry in site.iterdir():
-        if entry.name.split("-")[0].split(".")[0].lower() not in ("torch", "torchaudio", "librosa", "matplotlib"):
+        if entry.name.split("-")[0].split(".")[0].lower() not in left_out:
             (folder / entry.name).symlink_to(entry)
     return folder
 
 
-def run_without_training_install(tmp_path: Path, *args: str | os.PathLike) -> subprocess.CompletedProcess:
+def run_without_training_install(tmp_path: Path, *args: str | os.PathLike, left_out: tuple[str, ...] = TRAINING_ONLY
+                                 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(without_training_install(tmp_path))])}
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(installed_without(tmp_path, left_out))])}
     return subprocess.run([sys.executable, "-S", "-c", "import cli; cli.main()", *map(str, args)],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
@@ -226,6 +230,19 @@ def test_a_command_that_needs_the_training_install_says_so_in_one_line(tmp_path)
                                           "--out", tmp_path / "run")
     line = assert_one_line_error(result, "pip install 'asr[train]'")
     assert any(f"needs {module}," in line for module in ("torch", "torchaudio", "librosa", "matplotlib")), line
+
+
+@pytest.mark.slow
+def test_an_onnx_model_without_onnxruntime_installed_is_one_line_error(tmp_path):
+    model = REPO / "data" / "model.onnx"
+    result = run_without_training_install(tmp_path, "transcribe", CLIP, "--model", model, left_out=("onnxruntime",))
+    assert_one_line_error(result, model, "pip install onnxruntime")
+
+
+@pytest.mark.slow
+def test_export_to_onnx_without_onnx_installed_is_one_line_error(tmp_path):
+    result = run_without_training_install(tmp_path, "export", DEFAULT_MODEL, tmp_path / "out.onnx", left_out=("onnx",))
+    assert_one_line_error(result, "needs onnx,", "pip install 'asr[train]'")
 
 
 def test_the_bundled_onnx_model_is_the_bundled_model_in_int8():
