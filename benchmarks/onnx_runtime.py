@@ -16,17 +16,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from long_audio import REPO, dev_utterances
+from long_audio import REPO, dev_utterances, run_measured
 
 CLIP = REPO / "data" / "samples" / "fsdd-5_nicolas_23.flac"  # 0.4 s
-
-
-def timed(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (MB) of a command, by GNU time."""
-    result = subprocess.run(["/usr/bin/time", "-f", "%e %M", *command], cwd=REPO, check=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seconds, kilobytes = result.stderr.strip().splitlines()[-1].split()
-    return float(seconds), float(kilobytes) / 1024
 
 
 def main() -> None:
@@ -47,9 +39,10 @@ def main() -> None:
         many: dict[str, list[float]] = {name: [] for name in models}
         for _ in range(args.repeats):
             for name, model in models.items():
-                clip[name].append(timed(["asr", "transcribe", str(CLIP), "--model", str(model), "--decoder", "greedy"]))
-                many[name].append(timed(["asr", "transcribe", *files, "--model", str(model), "--decoder", "greedy",
-                                         "--output-dir", str(scratch / "out"), "--no-progress"])[0])
+                command = ["asr", "transcribe", "--model", str(model), "--decoder", "greedy"]
+                clip[name].append(run_measured([*command, str(CLIP)]))
+                many[name].append(run_measured([*command, *files, "--output-dir", str(scratch / "out"),
+                                                "--no-progress"])[0])
         print(f"one short clip ({CLIP.name}), and {len(files)} files ({audio_seconds / 60:.1f} min) in one call, "
               f"greedy; medians of {args.repeats}")
         for name in models:
