@@ -65,6 +65,8 @@ class Split(str, Enum):
 
 
 ModelOption = Annotated[Optional[Path], typer.Option("--model", "-m", help="Checkpoint; the bundled model if omitted.")]
+RunModelOption = Annotated[Optional[Path], typer.Option(
+    "--model", "-m", help="A checkpoint, or an ONNX model from `asr export`; the bundled model if omitted.")]
 DeviceOption = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1; the GPU when there is one.")]
 DecoderOption = Annotated[Optional[DecoderKind], typer.Option(
     "--decoder", help="greedy, or beam search; beam by default when the model has an LM or --lm is given.")]
@@ -100,11 +102,16 @@ def load(model: Optional[Path], device: Optional[str], decoder: Optional[Decoder
     return recognizer, recognizer.decoder(decoder.value if decoder else None, lm, alpha, beta, **options)
 
 
+def refuse_onnx(model: Optional[Path], why: str) -> None:
+    if model is not None and model.suffix.lower() == ".onnx":
+        raise typer.BadParameter(f"{model}: {why}", param_hint="--model")
+
+
 @app.command()
 def transcribe(
     inputs: Annotated[list[Path], typer.Argument(
         help="Audio files (WAV, FLAC, OGG, MP3, SPHERE, raw PCM), folders (searched recursively) or glob patterns.")],
-    model: ModelOption = None,
+    model: RunModelOption = None,
     decoder: DecoderOption = None,
     beam_width: BeamWidthOption = 100,
     lm: LmOption = None,
@@ -172,7 +179,7 @@ def transcribe(
 
 @app.command()
 def listen(
-    model: ModelOption = None,
+    model: RunModelOption = None,
     decoder: DecoderOption = None,
     beam_width: BeamWidthOption = 100,
     lm: LmOption = None,
@@ -205,7 +212,7 @@ def listen(
 @app.command()
 def evaluate(
     manifest: Annotated[Path, typer.Argument(help="JSON Lines manifest with references.")],
-    model: ModelOption = None,
+    model: RunModelOption = None,
     decoder: DecoderOption = None,
     beam_width: BeamWidthOption = 100,
     lm: LmOption = None,
@@ -233,7 +240,7 @@ def tune_lm(
     manifests: Annotated[list[Path], typer.Argument(help="Dev manifests (never the test set).")],
     lm: Annotated[Path, typer.Option("--lm", help="ARPA or binary KenLM model.")],
     unigrams: UnigramsOption = None,
-    model: ModelOption = None,
+    model: RunModelOption = None,
     beam_width: BeamWidthOption = 50,
     alphas: Annotated[str, typer.Option(help="Comma-separated LM weights to try.")] = "0,0.25,0.5,0.75,1,1.5,2",
     betas: Annotated[str, typer.Option(help="Comma-separated insertion bonuses to try.")] = "-1,0,1,2,3",
@@ -245,6 +252,8 @@ def tune_lm(
     from asr.evaluate import tune_lm_weights
 
     grid = [parse_floats(alphas, "--alphas"), parse_floats(betas, "--betas")]
+    if save:
+        refuse_onnx(model, "tune-lm stores the LM with a checkpoint: tune the .pt and export it again, or pass --no-save")
     recognizer, text_decoder = load(model, device, DecoderKind.beam, lm, None, None, beam_width=beam_width,
                                     unigrams_file=unigrams)
     results = tune_lm_weights(recognizer, manifests, text_decoder, *grid, progress=True)
@@ -304,6 +313,7 @@ def inspect(
     """Draw the waveform, log-mel features, character posteriors and decoded words of one file."""
     from asr.inspection import inspect_audio
 
+    refuse_onnx(model, "asr inspect draws the torch front end's features: give the checkpoint it was exported from")
     recognizer, text_decoder = load(model, device, decoder, lm, None, None, unigrams_file=unigrams)
     text = inspect_audio(recognizer, file, out, text_decoder)
     text_decoder.close()

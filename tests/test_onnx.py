@@ -261,3 +261,19 @@ def test_the_bundled_onnx_model_is_package_data():
 
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["asr"]
     assert any(DEFAULT_ONNX_MODEL.match(pattern) for pattern in patterns)
+
+
+@pytest.mark.slow
+def test_commands_that_need_a_checkpoint_refuse_an_onnx_model_in_one_line(exported, tmp_path, an4_prepared):
+    dev = an4_prepared / "dev.jsonl"
+    assert_one_line_error(run_cli("inspect", CLIP, "--out", tmp_path / "clip.png", "--model", exported), exported)
+    assert_one_line_error(run_cli("tune-lm", dev, "--lm", REPO / "data" / "model.lm.arpa", "--model", exported),
+                          exported, "--no-save")
+
+
+@pytest.mark.slow
+def test_tune_lm_searches_the_lm_weights_of_an_onnx_model_without_saving(exported, an4_prepared):
+    result = run_cli("tune-lm", an4_prepared / "dev.jsonl", "--lm", REPO / "data" / "model.lm.arpa", "--model", exported,
+                     "--alphas", "0.5", "--betas", "1", "--no-save")
+    assert result.returncode == 0, result.stderr
+    assert "best: alpha 0.5, beta 1" in result.stdout
