@@ -64,8 +64,19 @@ def open_input(path: Path, raw: RawFormat | None) -> AudioStream:
 def stream_job(recognizer: Recognizer, decoder: Decoder, audio: AudioStream, format: str,
                segmenting: SegmentOptions, interruptible: bool = False) -> None:
     """Transcribe ``audio`` as it arrives, printing each segment in ``format`` as soon as it is decoded."""
+    _one_model_thread()
     stream = Stream(recognizer, audio.sample_rate, decoder, segmenting)
     run_stream(stream, audio.blocks, SegmentWriter(format, sys.stdout), interruptible)
+
+
+def _one_model_thread() -> None:
+    """Run torch on one thread: a stream decodes one short segment at a time, where a second thread
+    saves little, and on a busy machine torch's threads waiting on each other stalled a segment for
+    seconds (2-core Xeon under load 4-5, benchmarks/stream_latency.py: 95th percentile of the latency
+    9.3 s with the default threads, 0.75 s with one). Nothing to do for a model that runs without torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def warn(message: str) -> None:

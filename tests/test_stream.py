@@ -18,10 +18,10 @@ import soundfile
 
 from asr import load_model, transcribe
 from asr.audio import AudioError, RawFormat, load_audio
-from asr.audio_stream import open_stream
+from asr.audio_stream import AudioStream, open_stream
 from asr.segment import SegmentOptions, Segmenter
 from asr.stream import Stream
-from asr.stream_job import SegmentWriter, run_stream
+from asr.stream_job import SegmentWriter, run_stream, stream_job
 from helpers import AN4, FSDD, REPO, assert_one_line_error, run_cli
 
 RATE = 16_000
@@ -286,3 +286,14 @@ def test_listen_without_the_microphone_extra_names_it():
     if importlib.util.find_spec("sounddevice") is not None:
         pytest.skip("sounddevice is installed here")
     assert_one_line_error(run_cli("listen"), "asr[mic]")
+
+
+def test_a_stream_runs_the_model_on_one_thread(recognizer, capsys):
+    """Two threads waiting on each other stalled segments for seconds on a busy machine (stream_job's docstring)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    audio = joined_clips()[:4 * RATE]
+    stream_job(recognizer, recognizer.decoder("greedy"), AudioStream(RATE, iter([audio[:, None]])), "txt",
+               SegmentOptions())
+    assert torch.get_num_threads() == 1
+    assert capsys.readouterr().out.strip()
