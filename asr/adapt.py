@@ -2,11 +2,11 @@
 (training.init) with a recipe sized to the recordings, and the result written as a model like the base,
 its vocabulary, features, LM and tuned decoder weights kept.
 
-The recipe (docs/experiments.md, "Adapting to a speaker"): half the base's peak learning rate, all
-layers training, the base's own SpecAugment and random channel plus speed perturbation, and a fixed number of
-passes over the recordings, repeated within an epoch where they are few so that a handful of clips still gets
-enough steps. Forgetting is held back by the low rate and the short schedule alone, since a user has none of
-the base's training data to mix in.
+The recipe (docs/experiments.md, "Adapting to a speaker"): half the base's peak learning rate, all layers
+training, the base's own SpecAugment and random channel plus speed perturbation, batches of 10 s, and a fixed
+number of passes over the recordings, repeated within an epoch where they are few so that a handful of clips
+still gets enough steps, in at most 15 minutes. Nothing holds forgetting back: a user has none of the base's
+data to mix in, and adapted to 46 minutes of read English the bundled model reads AN4 dev at 97% WER.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class Recipe:
     # them, since a run stopped by max_minutes may take far fewer steps than its passes would.
     warmup_steps: int = 20
     passes: int = 10  # epochs: each recording heard this many times, at a speed drawn each time
-    min_epoch_seconds: float = 150.0  # recordings repeated within an epoch up to this much audio: 75 steps at least
-    batch_seconds: float = 20.0  # as the bundled model's
+    min_epoch_seconds: float = 150.0  # recordings repeated within an epoch up to this much audio: 150 steps at least
+    batch_seconds: float = 10.0  # half the bundled model's: twice the steps in the same time
     speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
     max_minutes: float = 15.0  # training time; the learning-rate decay fits in it (0: no limit)
 
