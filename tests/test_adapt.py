@@ -105,3 +105,15 @@ def test_bad_inputs_are_one_line_errors(base, fsdd_prepared, tmp_path):
 
 def load_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_cli_adapts_with_the_default_recipe_and_reports_before_and_after(base, fsdd_prepared, tmp_path):
+    result = run_cli("adapt", fsdd_prepared / "dev.jsonl", "--out", tmp_path / "me", "--model", base,
+                     "--max-minutes", "0.05", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{tmp_path / 'me' / 'model.pt'}: adapted on 9 recordings"
+    assert lines[1].startswith("before: greedy WER ") and lines[2].startswith("after : greedy WER ")
+    assert all(" beam WER " in line and line.endswith("on 1 held-back recordings") for line in lines[1:])
+    assert load_model(tmp_path / "me" / "model.pt", "cpu").decoder_settings["alpha"] == 0.5
