@@ -11,7 +11,6 @@ data to mix in, and adapted to 46 minutes of read English the bundled model read
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
