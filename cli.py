@@ -407,7 +407,7 @@ def prepare(
         "sph2pipe ... |); they can do anything, so only for data you trust.")] = False,
 ) -> None:
     """Write train/dev/test manifests for a corpus (the splits it has or that can be carved)."""
-    from asr.corpora import check_options, prepare_corpus, summarize
+    from asr.prepare import check_options, prepare_corpus, summarize
 
     if checksum is not None and not download:
         raise typer.BadParameter("applies only with --download", param_hint="--checksum")

@@ -11,15 +11,13 @@ are skipped and counted. Converted audio is written atomically and reused by a r
 
 from __future__ import annotations
 
-import csv
 import functools
-import inspect
 import logging
 import random
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from asr.audio import AUDIO_SUFFIXES, RAW_SUFFIXES, SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
+from asr.audio import RAW_SUFFIXES, SAMPLE_RATE, AudioError, RawFormat, audio_duration, load_audio
 from asr.data import Utterance, write_manifest
 from asr.errors import AsrError
 from asr.files import move_into_place
@@ -78,7 +76,7 @@ def split_speakers(recordings: list[Recording], dev_speakers: int, seed: int = 0
 def split_utterances(recordings: list[Recording], fraction: float, seed: int = 0) -> list[Recording]:
     """Move a random ``fraction`` of the training recordings (at least one) to "dev", and as many
     others to "test": for single-speaker corpora, where speakers cannot be held out."""
-    _check_holdout(fraction)
+    check_holdout(fraction)
     train = [r for r in recordings if r.split == "train"]
     count = max(1, round(len(train) * fraction))
     if 2 * count >= len(train):
@@ -90,7 +88,7 @@ def split_utterances(recordings: list[Recording], fraction: float, seed: int = 0
     return recordings
 
 
-def _check_holdout(fraction: float) -> None:
+def check_holdout(fraction: float) -> None:
     if not 0 < fraction < 0.5:
         raise CorpusError(f"cannot hold out {fraction:g} of the utterances for dev and again for test "
                           "(the share must be above 0 and below 0.5)")
@@ -214,18 +212,18 @@ def _is_16k_mono(path: Path) -> bool:
     return info.samplerate == SAMPLE_RATE and info.channels == 1
 
 
-def _require_folder(root: Path, what: str) -> None:
+def require_folder(root: Path, what: str) -> None:
     if not root.is_dir():
         raise CorpusError(f"{root}: no such folder (expected the {what} corpus)")
 
 
 def _corpus_folder(root: Path, what: str, inner: str) -> Path:
     """``root``, or ``root/inner`` where the corpus's archive was extracted into ``root``."""
-    _require_folder(root, what)
+    require_folder(root, what)
     return root / inner if (root / inner).is_dir() else root
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
+def read_lines(path: Path, what: str) -> list[str]:
     """The file's lines, split at line ends only (str.splitlines would also split a transcript
     at U+2028, U+0085 or a form feed)."""
     if not path.is_file():
@@ -246,7 +244,7 @@ def an4_recordings(root: Path) -> list[Recording]:
         transcript_file = root / "etc" / transcripts
         if not transcript_file.is_file() and split == "test":
             continue
-        lines = _read_lines(transcript_file, "AN4")
+        lines = read_lines(transcript_file, "AN4")
         audio_files = {p.stem: p for p in (root / "wav" / folder).glob("*/*") if p.suffix in (".raw", ".sph", ".wav")}
         for number, line in enumerate(lines, start=1):
             match = re.fullmatch(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\(([^()]+)\)\s*", line)
@@ -271,7 +269,7 @@ def prepare_an4(root: str | Path, out: str | Path, dev_speakers: int = 7, seed: 
 
 def fsdd_recordings(root: Path) -> list[Recording]:
     """FSDD's ``recordings/{digit}_{speaker}_{index}.wav``; the digit becomes its word."""
-    _require_folder(root, "FSDD")
+    require_folder(root, "FSDD")
     folder = root / "recordings" if (root / "recordings").is_dir() else root
     recordings = []
     for path in sorted(folder.glob("*.wav")):
@@ -306,14 +304,14 @@ def librispeech_recordings(root: Path, subsets: Sequence[str] | None = None) -> 
         if not subsets:
             raise CorpusError(f"{root}: no LibriSpeech subset folders ({', '.join(LIBRISPEECH_SUBSETS)})")
     recordings = []
-    _check_subsets(subsets)
+    check_subsets(subsets)
     for subset in subsets:
-        _require_folder(root / subset, f"LibriSpeech {subset}")
+        require_folder(root / subset, f"LibriSpeech {subset}")
         transcripts = sorted((root / subset).glob("*/*/*.trans.txt"))
         if not transcripts:
             raise CorpusError(f"{root / subset}: no <speaker>/<chapter>/*.trans.txt transcripts")
         for transcript in transcripts:
-            for number, line in enumerate(_read_lines(transcript, "LibriSpeech chapter"), start=1):
+            for number, line in enumerate(read_lines(transcript, "LibriSpeech chapter"), start=1):
                 utterance_id, _, text = line.strip().partition(" ")
                 if not utterance_id:
                     continue
@@ -325,7 +323,7 @@ def librispeech_recordings(root: Path, subsets: Sequence[str] | None = None) -> 
     return recordings
 
 
-def _check_subsets(subsets: Sequence[str]) -> None:
+def check_subsets(subsets: Sequence[str]) -> None:
     for subset in subsets:
         if subset not in LIBRISPEECH_SUBSETS:
             raise CorpusError(f"{subset}: not a LibriSpeech subset ({', '.join(LIBRISPEECH_SUBSETS)})")
@@ -346,7 +344,7 @@ def ljspeech_recordings(root: Path) -> list[Recording]:
     root = _corpus_folder(root, "LJSpeech", "LJSpeech-1.1")
     metadata = root / "metadata.csv"
     recordings = []
-    for number, line in enumerate(_read_lines(metadata, "LJSpeech"), start=1):
+    for number, line in enumerate(read_lines(metadata, "LJSpeech"), start=1):
         if not line.strip():
             continue
         fields = line.split("|")
@@ -370,13 +368,13 @@ def prepare_ljspeech(root: str | Path, out: str | Path, holdout: float = 0.05, s
 def commonvoice_recordings(root: Path) -> list[Recording]:
     """A Common Voice language folder: ``train.tsv``, ``dev.tsv``, ``test.tsv`` (with ``path``,
     ``sentence`` and ``client_id`` columns) and the MP3 files in ``clips/``."""
-    _require_folder(root, "Common Voice")
+    require_folder(root, "Common Voice")
     tables = {split: root / f"{split}.tsv" for split in SPLITS if (root / f"{split}.tsv").is_file()}
     if not tables:
         raise CorpusError(f"{root}: no train.tsv, dev.tsv or test.tsv (expected a Common Voice language folder)")
     recordings = []
     for split, table in tables.items():
-        lines = _read_lines(table, "Common Voice")
+        lines = read_lines(table, "Common Voice")
         header = lines[0].split("\t") if lines else []
         if not {"path", "sentence"} <= set(header):
             raise CorpusError(f"{table}: its header has no 'path' and 'sentence' columns (not a Common Voice tsv)")
@@ -401,226 +399,3 @@ def prepare_commonvoice(root: str | Path, out: str | Path, progress: bool = Fals
     out = Path(out)
     return write_splits(commonvoice_recordings(Path(root)), out, flac_converter(out, "commonvoice"),
                         "Common Voice", progress)
-
-
-_KALDI_MARKUP = re.compile(r"^(<[^>]*>|\[[^\]]*\])$")  # <unk>, [noise], <sil>: not words
-
-
-def kaldi_recordings(data_dir: Path, split: str = "train", run_wav_commands: bool = False) -> list[Recording]:
-    """A Kaldi data directory: ``wav.scp``, ``text``, and where present ``utt2spk`` (else each
-    utterance is its own speaker) and ``segments``.
-
-    Commands in ``wav.scp`` (``flac -c -d -s x.flac |``, ``sph2pipe -f wav x.sph |``) are
-    refused unless ``run_wav_commands``: a data file that runs programs can do anything.
-    Relative paths are looked up from the data directory and the three folders above it
-    (recipes write them relative to the recipe folder).
-    """
-    _require_folder(data_dir, "Kaldi data directory")
-    data_dir = data_dir.resolve()
-    wav_scp = data_dir / "wav.scp"
-    audio = {key: _kaldi_audio(value, data_dir, f"{wav_scp}:{number}", run_wav_commands)
-             for key, (value, number) in _kaldi_table(wav_scp).items()}
-    texts = _kaldi_table(data_dir / "text", allow_empty=True)
-    speakers = _kaldi_table(data_dir / "utt2spk") if (data_dir / "utt2spk").is_file() else {}
-    segments_file = data_dir / "segments"
-    if segments_file.is_file():
-        utterances = {key: _kaldi_segment(value, audio, f"{segments_file}:{number}")
-                      for key, (value, number) in _kaldi_table(segments_file).items()}
-    else:
-        utterances = {key: (source, 0.0, None) for key, source in audio.items()}
-    recordings = []
-    for key, ((path, command), start, end) in utterances.items():
-        if key not in texts:
-            raise CorpusError(f"{data_dir / 'text'}: no transcript for utterance {key}")
-        text = " ".join(word for word in texts[key][0].split() if not _KALDI_MARKUP.match(word))
-        speaker = speakers[key][0] if key in speakers else key
-        recordings.append(Recording(path, text, speaker, split, name=key, start=start, end=end, command=command))
-    return recordings
-
-
-def _kaldi_table(path: Path, allow_empty: bool = False) -> dict[str, tuple[str, int]]:
-    """Key -> (rest of the line, line number) for a Kaldi table file."""
-    table: dict[str, tuple[str, int]] = {}
-    for number, line in enumerate(_read_lines(path, "Kaldi data"), start=1):
-        fields = line.strip().split(maxsplit=1)
-        if not fields:
-            continue
-        if len(fields) == 1 and not allow_empty:
-            raise CorpusError(f"{path}:{number}: expected '<id> <value>'")
-        if fields[0] in table:
-            raise CorpusError(f"{path}:{number}: {fields[0]} appears twice")
-        table[fields[0]] = (fields[1] if len(fields) == 2 else "", number)
-    return table
-
-
-def _kaldi_audio(value: str, data_dir: Path, where: str, run_wav_commands: bool) -> tuple[Path, str]:
-    """A wav.scp entry's file, or its command (with the wav.scp as its file)."""
-    if value.endswith("|"):
-        if not run_wav_commands:
-            raise CorpusError(f"{where}: reads audio through a command ({value!r}), which is run only with "
-                              "--run-wav-commands (for data you trust), or write the audio to files and list them")
-        return data_dir / "wav.scp", value[:-1].strip()
-    path = Path(value)
-    candidates = [path] if path.is_absolute() else [base / path for base in (data_dir, *data_dir.parents[:3])]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate, ""
-    raise CorpusError(f"{where}: {value}: no such file"
-                      + ("" if path.is_absolute() else f" (looked in {data_dir} and the three folders above it)"))
-
-
-def _kaldi_segment(value: str, audio: dict[str, tuple[Path, str]], where: str
-                   ) -> tuple[tuple[Path, str], float, float | None]:
-    fields = value.split()
-    try:
-        recording, start, end = fields[0], float(fields[1]), float(fields[2])
-    except (IndexError, ValueError):
-        raise CorpusError(f"{where}: expected '<utterance> <recording> <start> <end>'") from None
-    if recording not in audio:
-        raise CorpusError(f"{where}: recording {recording} is not in wav.scp")
-    if start < 0 or (end != -1 and end <= start):  # an end of -1 is the recording's end
-        raise CorpusError(f"{where}: segment {start:g}-{end:g} s is empty or negative")
-    return audio[recording], start, None if end == -1 else end
-
-
-def prepare_kaldi(root: str | Path, out: str | Path, split: str = "train", dev_speakers: int | None = None,
-                  seed: int = 0, run_wav_commands: bool = False, progress: bool = False) -> dict[str, int]:
-    """One data directory as ``split``; from a training one, ``dev_speakers`` speakers (a tenth
-    of them, at least one, by default) are held out for dev. ``run_wav_commands`` runs the
-    commands wav.scp reads audio through, as :func:`kaldi_recordings` says."""
-    _check_kaldi_split(root, split, dev_speakers)
-    out = Path(out)
-    recordings = kaldi_recordings(Path(root), split, run_wav_commands)
-    if split == "train":
-        count = len({r.speaker for r in recordings})
-        split_speakers(recordings, max(1, round(count / 10)) if dev_speakers is None else dev_speakers, seed)
-    return write_splits(recordings, out, flac_converter(out, "kaldi"), "Kaldi", progress)
-
-
-def _check_kaldi_split(root: str | Path, split: str, dev_speakers: int | None) -> None:
-    if split not in SPLITS:
-        raise CorpusError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    if split != "train" and dev_speakers is not None:
-        raise CorpusError(f"dev speakers are held out of a training directory, and {root} is prepared as {split}")
-
-
-FILE_COLUMNS = ("file", "filename", "file_name", "path", "audio", "audio_filepath", "wav", "id")
-TEXT_COLUMNS = ("text", "transcript", "transcription", "sentence", "normalized_text")
-
-
-def folder_recordings(root: Path) -> list[Recording]:
-    """A user's own recordings: ``metadata.csv`` or ``metadata.tsv`` in ``root`` if there is one, else every
-    audio file under it (searched recursively) with its transcript in a ``.txt`` of the same name beside it.
-    A file without one is kept with an empty transcript, for :func:`write_splits` to skip and count."""
-    _require_folder(root, "recordings")
-    tables = [root / name for name in ("metadata.csv", "metadata.tsv") if (root / name).is_file()]
-    if tables:
-        return _metadata_recordings(tables[0])
-    audio = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES - RAW_SUFFIXES and p.is_file())
-    if not audio:
-        raise CorpusError(f"{root}: no audio files and no metadata.csv or metadata.tsv")
-    return [Recording(path, _transcript_beside(path), "user", "train",
-                      name=path.relative_to(root).with_suffix("").as_posix().replace("/", "_")) for path in audio]
-
-
-def _transcript_beside(audio: Path) -> str:
-    """The text of the .txt of the same name (its lines joined), or "" where there is none."""
-    text_file = audio.with_suffix(".txt")
-    return " ".join(_read_lines(text_file, "transcript")).strip() if text_file.is_file() else ""
-
-
-def _metadata_recordings(table: Path) -> list[Recording]:
-    """Rows of a file column and a text column: with a header naming them (``file,text``, ``path<TAB>sentence``,
-    ...), or without one, the first column the file and the last the text (LJSpeech's ``id|text|normalized``).
-    A .csv is split at ``|`` where its first line has one, else at commas."""
-    lines = [line for line in _read_lines(table, "metadata") if line.strip()]
-    delimiter = "\t" if table.suffix == ".tsv" else "|" if lines and "|" in lines[0] else ","
-    quoting = csv.QUOTE_NONE if delimiter == "|" else csv.QUOTE_MINIMAL  # LJSpeech's texts hold bare quotes
-    rows = list(csv.reader(lines, delimiter=delimiter, quoting=quoting))
-    header = [field.strip().lower() for field in rows[0]] if rows else []
-    file_column = next((header.index(name) for name in FILE_COLUMNS if name in header), None)
-    text_column = next((header.index(name) for name in TEXT_COLUMNS if name in header), None)
-    if file_column is None or text_column is None:
-        file_column, text_column, start = 0, -1, 0
-    else:
-        start = 1
-    recordings = []
-    for number, row in enumerate(rows[start:], start=start + 1):
-        if len(row) < 2:
-            raise CorpusError(f"{table}:{number}: expected a file and a text column, found {len(row)} field")
-        audio = _metadata_audio(table.parent, row[file_column].strip())
-        if audio is None:
-            raise CorpusError(f"{table}:{number}: no audio file {row[file_column].strip()!r} in {table.parent}")
-        recordings.append(Recording(audio, row[text_column].strip(), "user", "train"))
-    if not recordings:
-        raise CorpusError(f"{table}: no rows")
-    return recordings
-
-
-def _metadata_audio(folder: Path, name: str) -> Path | None:
-    """``name`` in ``folder`` or its ``wavs/`` (LJSpeech's), with any audio suffix where it has none."""
-    for base in (folder, folder / "wavs"):
-        suffixes = [""] if Path(name).suffix else sorted(AUDIO_SUFFIXES)
-        candidates = [base / (name + suffix) for suffix in suffixes]
-        for candidate in candidates:
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def prepare_folder(root: str | Path, out: str | Path, dev_share: float = 0.0, seed: int = 0,
-                   progress: bool = False) -> dict[str, int]:
-    """``OUT/train.jsonl`` from a folder of recordings (see :func:`folder_recordings`) and, with ``dev_share``,
-    ``OUT/dev.jsonl`` from that share of them, drawn at random (seeded)."""
-    _check_dev_share(dev_share)
-    out = Path(out)
-    recordings = folder_recordings(Path(root))
-    if dev_share:
-        count = max(1, round(len(recordings) * dev_share))
-        if count >= len(recordings):
-            raise CorpusError(f"a dev share of {dev_share:g} of {len(recordings)} recordings leaves none to train on")
-        for recording in random.Random(seed).sample(recordings, count):
-            recording.split = "dev"
-    return write_splits(recordings, out, flac_converter(out, "folder"), "recordings", progress)
-
-
-def _check_dev_share(share: float) -> None:
-    if not 0 <= share < 1:
-        raise CorpusError(f"the dev share must be at least 0 and below 1, not {share:g}")
-
-
-CORPORA: dict[str, Callable[..., dict[str, int]]] = {
-    "an4": prepare_an4, "fsdd": prepare_fsdd, "librispeech": prepare_librispeech, "ljspeech": prepare_ljspeech,
-    "commonvoice": prepare_commonvoice, "kaldi": prepare_kaldi, "folder": prepare_folder,
-}
-
-
-def check_options(corpus: str, root: str | Path, **options) -> None:
-    """Refuse an unknown corpus, options that do not apply to it and values out of range, before
-    any work (a download of gigabytes, say) is done."""
-    if corpus not in CORPORA:
-        raise CorpusError(f"{corpus}: unknown corpus (known: {', '.join(CORPORA)})")
-    accepted = inspect.signature(CORPORA[corpus]).parameters
-    for option in options:
-        if option not in accepted:
-            raise CorpusError(f"{corpus}: the {option.replace('_', ' ')} option does not apply")
-    if (options.get("dev_speakers") or 0) < 0:
-        raise CorpusError(f"cannot hold out {options['dev_speakers']} dev speakers")
-    if "holdout" in options:
-        _check_holdout(options["holdout"])
-    if "dev_share" in options:
-        _check_dev_share(options["dev_share"])
-    if options.get("subsets") is not None:
-        _check_subsets(options["subsets"])
-    if corpus == "kaldi":
-        _check_kaldi_split(root, options.get("split", "train"), options.get("dev_speakers"))
-
-
-def prepare_corpus(corpus: str, root: str | Path, out: str | Path, progress: bool = False, **options) -> dict[str, int]:
-    """Run ``corpus``'s preparer, refusing options that do not apply to it."""
-    check_options(corpus, root, **options)
-    return CORPORA[corpus](root, out, progress=progress, **options)
-
-
-def summarize(counts: Iterable[tuple[str, int]]) -> str:
-    return ", ".join(f"{split}: {count} utterances" for split, count in counts)

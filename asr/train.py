@@ -35,10 +35,10 @@ from asr.harness import (Distributed, StopRequest, TrainingInterrupted, check_id
                          is_out_of_memory, random_states, seed_rank, set_random_states, start_distributed,
                          stop_requests)
 from asr.model import AcousticModel
-from asr.recognizer import Recognizer, checkpoint_configs
+from asr.recognizer import Recognizer
 from asr.records import DevResult, EpochStats, RunRecords, average_kept_epochs, epoch_row, keep_best_epochs
 from asr.text import Vocabulary, normalize_text
-from asr.train_data import training_batches, training_prior, training_set
+from asr.train_data import training_batches, training_prior, training_set, with_checkpoint_features
 
 log = logging.getLogger("asr.train")
 
@@ -448,27 +448,6 @@ def start_run(config: Config, out_dir: Path, resume: bool, device: torch.device,
                  sum(p.numel() for p in state.model.parameters()) / 1e6, device,
                  f", {run.trainer.autocast_dtype} autocast" if run.trainer.autocast_dtype else "")
     return run, state
-
-
-def with_checkpoint_features(config: Config, checkpoint: dict[str, Any], vocabulary: Vocabulary) -> Config:
-    """``config`` with the feature config of training.init's checkpoint, once its model config and vocabulary
-    are found to be the config's (an error naming what differs otherwise).
-
-    The features, prior statistics included, come from the checkpoint rather than the config: its weights were
-    learnt on exactly those features, and statistics measured afresh on the new data would move every input its
-    first layer sees (a user's few clips would make a poor estimate besides). Its front-end augmentation
-    (SpecAugment, the random channel) comes with them, as the recipe it was trained with.
-    """
-    source = f"training.init {config.training.init}"
-    features, model, tokens = checkpoint_configs(checkpoint, source)
-    differences = [f"model.{key} is {value} there, {getattr(config.model, key)} in the config"
-                   for key, value in dataclasses.asdict(model).items() if getattr(config.model, key) != value]
-    if tokens.tokens != vocabulary.tokens:
-        differences.append(f"its vocabulary has {len(tokens)} tokens ({''.join(tokens.tokens)!r}), "
-                           f"training's {len(vocabulary)} ({''.join(vocabulary.tokens)!r})")
-    if differences:
-        raise AsrError(f"{source}: another architecture: {'; '.join(differences)}")
-    return dataclasses.replace(config, features=features)
 
 
 def resume_state(run: Run, state: TrainState, saved: dict[str, Any]) -> None:

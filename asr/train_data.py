@@ -1,11 +1,13 @@
-"""The training set and its batches: which utterances can train, how each epoch's are batched, and the
-feature statistics measured on them (features.prior_frames)."""
+"""The training set and its batches: which utterances can train, how each epoch's are batched, the feature
+statistics measured on them (features.prior_frames), and the features kept from training.init's checkpoint."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from functools import partial
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -17,6 +19,7 @@ from asr.errors import AsrError
 from asr.feature_config import FeatureConfig
 from asr.features import LogMelFrontend, prior_statistics
 from asr.model import AcousticModel
+from asr.recognizer import checkpoint_configs
 from asr.text import Vocabulary
 
 log = logging.getLogger("asr.train")
@@ -83,3 +86,24 @@ def training_prior(config: Config, train_set: SpeechDataset, device: torch.devic
     log.info("features.prior_frames %g: each mel bin's mean and deviation measured on the training audio",
              config.features.prior_frames)
     return mean, std
+
+
+def with_checkpoint_features(config: Config, checkpoint: dict[str, Any], vocabulary: Vocabulary) -> Config:
+    """``config`` with the feature config of training.init's checkpoint, once its model config and vocabulary
+    are found to be the config's (an error naming what differs otherwise).
+
+    The features, prior statistics included, come from the checkpoint rather than the config: its weights were
+    learnt on exactly those features, and statistics measured afresh on the new data would move every input its
+    first layer sees (a user's few clips would make a poor estimate besides). Its front-end augmentation
+    (SpecAugment, the random channel) comes with them, as the recipe it was trained with.
+    """
+    source = f"training.init {config.training.init}"
+    features, model, tokens = checkpoint_configs(checkpoint, source)
+    differences = [f"model.{key} is {value} there, {getattr(config.model, key)} in the config"
+                   for key, value in dataclasses.asdict(model).items() if getattr(config.model, key) != value]
+    if tokens.tokens != vocabulary.tokens:
+        differences.append(f"its vocabulary has {len(tokens)} tokens ({''.join(tokens.tokens)!r}), "
+                           f"training's {len(vocabulary)} ({''.join(vocabulary.tokens)!r})")
+    if differences:
+        raise AsrError(f"{source}: another architecture: {'; '.join(differences)}")
+    return dataclasses.replace(config, features=features)

@@ -15,8 +15,9 @@ import soundfile
 
 from asr.audio import load_audio
 from asr.config import load_config
-from asr.corpora import (CorpusError, kaldi_recordings, prepare_commonvoice, prepare_corpus, prepare_kaldi,
-                         prepare_librispeech, prepare_ljspeech)
+from asr.corpora import CorpusError, prepare_commonvoice, prepare_librispeech, prepare_ljspeech
+from asr.kaldi import kaldi_recordings, prepare_kaldi
+from asr.prepare import prepare_corpus
 from asr.data import read_manifest
 from helpers import DATA, REPO, assert_one_line_error, rms, run_cli
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from asr.audio import load_audio
-from asr.corpora import CorpusError, check_options, kaldi_recordings, prepare_kaldi
+from asr.corpora import CorpusError
+from asr.kaldi import kaldi_recordings, prepare_kaldi
+from asr.prepare import check_options
 from asr.data import read_manifest
 from helpers import DATA, assert_one_line_error, run_cli
 

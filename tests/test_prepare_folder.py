@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import soundfile
 
-from asr.corpora import prepare_folder
+from asr.user_folder import prepare_folder
 from asr.data import read_manifest
 from helpers import DATA, assert_one_line_error, run_cli
 
