@@ -13,7 +13,7 @@ from typing import Any
 from asr.audio import MonoStream, samples_first
 from asr.decoding import Decoder, Word
 from asr.segment import Segment, SegmentOptions, Segmenter
-from asr.transcribe import Recognizer, _as_array, _as_float, decode_segments
+from asr.transcribe import Recognizer, _as_array, _as_float, decode_segments, hold_mmap_threshold
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Stream:
 
     def __init__(self, recognizer: Recognizer, sample_rate: int, decoder: Decoder | None = None,
                  segmenting: SegmentOptions = SegmentOptions(), source: str = "stream"):
+        hold_mmap_threshold()  # however long the stream runs, segments of every length come and go
         self.recognizer = recognizer
         self.model_rate = recognizer.frontend.config.sample_rate
         self.mono = MonoStream(sample_rate, self.model_rate, source)

@@ -165,7 +165,7 @@ def _transcribe(recognizer: Recognizer, decoder: Decoder, sources: Iterable[_Sou
     if workers < 1:
         raise TranscribeError(f"at least one worker is needed, not {workers}")
     segmenting.validate()
-    _hold_mmap_threshold()
+    hold_mmap_threshold()
     sample_rate = recognizer.frontend.config.sample_rate
     in_flight: deque[_InFlight] = deque()
     window: list[tuple[_InFlight, Segment]] = []
@@ -208,7 +208,7 @@ def _transcribe(recognizer: Recognizer, decoder: Decoder, sources: Iterable[_Sou
 
 
 @functools.cache
-def _hold_mmap_threshold() -> None:
+def hold_mmap_threshold() -> None:
     """Keep glibc from raising its mmap threshold as large buffers are freed.
 
     By default glibc serves an allocation above the threshold with its own mmap, but each
