@@ -297,3 +297,11 @@ def test_a_stream_runs_the_model_on_one_thread(recognizer, capsys):
                SegmentOptions())
     assert torch.get_num_threads() == 1
     assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, named", [(["-", "other.wav"], "2 inputs"), (["-", "--output-dir", "out"], "--output-dir"),
+                                         (["-", "--pause", "0"], "pause")])
+def test_what_a_stream_cannot_do_is_refused_before_it_is_read(args, named):
+    result = run_piped(["transcribe", *args], b"RIFF")
+    assert_one_line_error(subprocess.CompletedProcess(result.args, result.returncode, "", result.stderr.decode()), named)
