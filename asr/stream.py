@@ -13,7 +13,7 @@ from typing import Any
 from asr.audio import MonoStream, samples_first
 from asr.decoding import Decoder, Word
 from asr.segment import Segment, SegmentOptions, Segmenter
-from asr.transcribe import Recognizer, _as_array, _as_float, decode_segments, hold_mmap_threshold
+from asr.transcribe import Recognizer, decode_segments, float_samples, hold_mmap_threshold
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Stream:
     def accept(self, samples: Any) -> list[StreamSegment]:
         """Take the next samples, a numpy array or tensor of (samples,) or (samples, channels), floats in
         [-1, 1] or integers; the segments they finish, decoded."""
-        mono = self.mono.convert(samples_first(_as_float(_as_array(samples)), self.source))
+        mono = self.mono.convert(samples_first(float_samples(samples), self.source))
         self.samples += len(mono)
         return self._decode(self.segmenter.accept(mono))
 

@@ -115,7 +115,7 @@ def transcribe(recognizer: Recognizer, audio: str | os.PathLike | np.ndarray,
     else:
         if sample_rate is None:
             raise AudioError("audio: samples need their sample rate (sample_rate=...)")
-        samples = samples_first(_as_float(_as_array(audio)))
+        samples = samples_first(float_samples(audio))
         source = _Source("", lambda: mono_stream([samples], sample_rate, model_rate))
     own_decoder = decoder is None
     decoder = decoder or recognizer.decoder()
@@ -345,15 +345,12 @@ def _put(items: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _as_array(audio: Any) -> np.ndarray:
-    """Samples as a numpy array; a torch tensor (on any device) too, without importing torch to tell one."""
+def float_samples(audio: Any) -> np.ndarray:
+    """Samples as a float32 numpy array, integers scaled to [-1, 1]; a torch tensor (on any device) too,
+    without importing torch to tell one."""
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(audio, torch.Tensor):
-        return audio.detach().cpu().numpy()
-    return np.asarray(audio)
-
-
-def _as_float(samples: np.ndarray) -> np.ndarray:
+    is_tensor = torch is not None and isinstance(audio, torch.Tensor)
+    samples = audio.detach().cpu().numpy() if is_tensor else np.asarray(audio)
     if np.issubdtype(samples.dtype, np.integer):
         info = np.iinfo(samples.dtype)
         return ((samples.astype(np.float32) - (info.min + info.max + 1) / 2) / ((info.max - info.min + 1) / 2))
