@@ -38,3 +38,28 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *names: str | os.
 
 def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
+# Runs the command as the console script does, then lists every module the process imported.
+_LIST_MODULES = """
+import json, sys
+import cli
+modules = sys.argv.pop(1)
+try:
+    cli.main()
+finally:
+    with open(modules, "w") as file:
+        json.dump(sorted(sys.modules), file)
+"""
+
+
+def run_cli_listing_modules(folder: Path, *args: str | os.PathLike) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``run_cli``, and every module the command imported (written to a file in ``folder``)."""
+    import json
+
+    listing = folder / "modules.json"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", _LIST_MODULES, str(listing), *map(str, args)],
+                            capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    return result, json.loads(listing.read_text())
+

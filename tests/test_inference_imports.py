@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, run_cli_listing_modules
 
 CLIP = REPO / "data" / "samples" / "fsdd-5_nicolas_23.flac"  # the bundled model reads it as "five"
-# Runs the command as the console script does, then lists every module the process imported.
-PROBE = """
-import json, sys
-import cli
-modules = sys.argv.pop(1)
-try:
-    cli.main()
-finally:
-    with open(modules, "w") as file:
-        json.dump(sorted(sys.modules), file)
-"""
 NEVER = ("librosa", "kaldingram", "matplotlib", "tensorboard",
          "asr.augment", "asr.config", "asr.data", "asr.evaluate", "asr.lm")
 TRAINING = "asr.train"  # asr.train and whatever it is split into: asr.train_data, asr.training.loop, ...
@@ -31,11 +17,7 @@ BEAM_ONLY = ("pyctcdecode", "kenlm", "asr.beam_search")
 
 
 def transcribe_listing_modules(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    listing = tmp_path / "modules.json"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", PROBE, str(listing), "transcribe", str(CLIP), *options],
-                            capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
-    return result, json.loads(listing.read_text())
+    return run_cli_listing_modules(tmp_path, "transcribe", CLIP, *options)
 
 
 def imported(modules: list[str], names: tuple[str, ...]) -> list[str]:

@@ -23,7 +23,7 @@ from asr.onnx_export import export_onnx  # noqa: E402
 from asr.onnx_model import load_onnx_model  # noqa: E402
 from asr.recognizer import load_model  # noqa: E402
 from asr.transcribe import transcribe_files  # noqa: E402
-from helpers import AN4, FSDD, REPO, assert_one_line_error, run_cli  # noqa: E402
+from helpers import AN4, FSDD, REPO, assert_one_line_error, run_cli, run_cli_listing_modules  # noqa: E402
 
 SAMPLES = REPO / "data" / "samples"
 CLIP = SAMPLES / "fsdd-5_nicolas_23.flac"  # the bundled model reads it as "five"
@@ -105,29 +105,13 @@ def test_onnx_transcripts_equal_the_torch_models(exported, decoder):
     assert [text for text, _ in results["Recognizer"]] == ["yes", "two nine six six two", "five"]
 
 
-PROBE = """
-import json, sys
-import cli
-modules = sys.argv.pop(1)
-try:
-    cli.main()
-finally:
-    with open(modules, "w") as file:
-        json.dump(sorted(sys.modules), file)
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("decoder", ["greedy", "beam"])
 def test_transcribing_with_an_onnx_model_imports_no_torch(exported, tmp_path, decoder):
-    listing = tmp_path / "modules.json"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
-    result = subprocess.run([sys.executable, "-c", PROBE, str(listing), "transcribe", str(CLIP), "--model", str(exported),
-                             "--decoder", decoder, "--format", "json"], capture_output=True, text=True, cwd=REPO, env=env,
-                            timeout=300)
+    result, modules = run_cli_listing_modules(tmp_path, "transcribe", CLIP, "--model", exported, "--decoder", decoder,
+                                              "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["text"] == "five"
-    modules = json.loads(listing.read_text())
     assert [module for module in modules if module.split(".")[0] in ("torch", "torchaudio")] == []
     assert "onnxruntime" in modules
 
