@@ -43,7 +43,7 @@ class TrainingConfig:
     warmup_steps: int = 300
     final_lr_ratio: float = 0.05  # cosine decay ends at this fraction of the peak rate
     grad_clip: float = 5.0
-    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (fp16 on CUDA; on a CPU, see asr.train.autocast_settings) | fp32 | bf16 | fp16
     seed: int = 0
     max_minutes: float = 0.0  # stop after this much training time (0: no limit; dev evaluation not counted); the decay fits in it
     accumulate_batches: int = 1  # batches whose gradients add up to one optimiser step

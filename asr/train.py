@@ -45,17 +45,29 @@ log = logging.getLogger("asr.train")
 MAX_BAD_STEPS_IN_A_ROW = 20
 
 
-def autocast_settings(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+# On a CPU with native bf16, bf16 autocast trains faster than fp32 only on large batches: oneDNN's bf16 LSTM
+# backward pass costs about the same per time step whatever the batch (AN4, 2-core Xeon with AMX: 0.86x fp32
+# at 20-second batches, 1.23x at 40, 1.34x at 60; benchmarks/bf16_profile.py shows where, docs/experiments.md
+# the figures).
+BF16_MIN_BATCH_SECONDS = 40.0
+
+
+def autocast_settings(precision: str, device: torch.device,
+                      batch_seconds: float) -> tuple[torch.dtype | None, bool]:
     """The autocast dtype (None for fp32) and whether fp16's gradient scaler is needed.
 
     ``auto`` is fp16 with the scaler on CUDA, whatever the GPU: cuDNN's autocast wrapper runs recurrent layers
     in fp16 under any CUDA autocast (ATen's cudnn/AutocastRNN.cpp casts to kHalf), so bf16 would leave the
-    LSTMs, most of the work, unscaled fp16 or (as asr.model does it) fp32. On the CPU, fp32.
+    LSTMs, most of the work, unscaled fp16 or (as asr.model does it) fp32. On a CPU, bf16 where it has bf16
+    instructions and batches hold at least BF16_MIN_BATCH_SECONDS of audio, else fp32.
     """
     if precision == "auto":
-        if device.type != "cuda":
-            return None, False
-        precision = "fp16"
+        if device.type == "cuda":
+            precision = "fp16"
+        elif batch_seconds >= BF16_MIN_BATCH_SECONDS and cpu_has_native_bf16():
+            precision = "bf16"
+        else:
+            precision = "fp32"
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return dtype, dtype is torch.float16
 
@@ -128,7 +140,7 @@ def new_state(config: Config, vocabulary: Vocabulary, device: torch.device) -> T
     # The fused kernel updates every tensor in one pass: 5 times faster than the default loop on a CPU.
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))
-    _, use_scaler = autocast_settings(settings.precision, device)
+    _, use_scaler = autocast_settings(settings.precision, device, config.data.batch_seconds)
     return TrainState(model, config.features, vocabulary, optimizer, torch.amp.GradScaler(device.type, enabled=use_scaler))
 
 
@@ -153,7 +165,7 @@ class Trainer:
 
 def new_trainer(config: Config, state: TrainState, device: torch.device, total_steps: int,
                 ddp: Distributed = Distributed()) -> Trainer:
-    autocast_dtype, _ = autocast_settings(config.training.precision, device)
+    autocast_dtype, _ = autocast_settings(config.training.precision, device, config.data.batch_seconds)
     if autocast_dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16() and ddp.is_main:
         log.warning("training.precision bf16: this CPU has no native bf16 instructions (AVX-512 BF16 or AMX), "
                     "so bf16 autocast runs many times slower than fp32 here; use precision fp32")

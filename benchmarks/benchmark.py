@@ -34,6 +34,20 @@ from asr.train_data import training_prior
 from asr.transcribe import transcribe_files
 
 
+def benchmark_batches(config_path: str, manifest: str, count: int, device: torch.device) -> tuple[Config, list[Batch]]:
+    """The config, with its feature prior measured on the manifest's audio as asr train measures its training
+    set's, and the first ``count`` batches the training sampler draws from the manifest."""
+    config = load_config(config_path)
+    utterances = read_manifest(manifest)
+    dataset = SpeechDataset(utterances, Vocabulary(), source=manifest)
+    if config.features.prior_frames > 0:
+        mean, std = training_prior(config, dataset, device)
+        config = dataclasses.replace(config, features=dataclasses.replace(config.features, prior_mean=mean,
+                                                                          prior_std=std))
+    sampler = DurationBatchSampler([u.duration for u in utterances], config.data.batch_seconds, seed=0)
+    return config, [collate([dataset[i] for i in indices]) for indices in islice(sampler, count)]
+
+
 def median_of(runs: int, measure) -> float:
     return statistics.median(measure() for _ in range(runs))
 
@@ -89,15 +103,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     device = choose_device(args.device)
-    config = load_config(args.config)
+    config, batches = benchmark_batches(args.config, args.manifest, args.batches, device)
     utterances = read_manifest(args.manifest)
-    dataset = SpeechDataset(utterances, Vocabulary(), source=args.manifest)
-    if config.features.prior_frames > 0:  # measured on the benchmark's audio, as asr train measures its training set's
-        mean, std = training_prior(config, dataset, device)
-        config = dataclasses.replace(config, features=dataclasses.replace(config.features, prior_mean=mean,
-                                                                          prior_std=std))
-    sampler = DurationBatchSampler([u.duration for u in utterances], config.data.batch_seconds, seed=0)
-    batches = [collate([dataset[i] for i in indices]) for indices in islice(sampler, args.batches)]
     precision = args.precision or config.training.precision
 
     print(f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {len(batches)} batches of "
