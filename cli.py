@@ -7,9 +7,12 @@ import logging
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from asr.segment import SegmentOptions
 
 # What the [train] extra adds to a transcription-only install (pip install asr): the commands that import them need it.
 TRAINING_MODULES = ("torch", "torchaudio", "librosa", "matplotlib", "onnx")
@@ -81,6 +84,7 @@ HotwordWeightOption = Annotated[float, typer.Option(help="How strongly hotwords 
 PauseOption = Annotated[float, typer.Option(
     help="Seconds of pause that end a segment: shorter prints sooner, longer keeps more context together.")]
 MaxSegmentOption = Annotated[float, typer.Option(help="Seconds after which a segment with no such pause is cut.")]
+FormatOption = Annotated[Format, typer.Option("--format", "-f", help="txt, json (with word timings), srt or vtt.")]
 
 
 def load(model: Optional[Path], device: Optional[str], decoder: Optional[DecoderKind], lm: Optional[Path],
@@ -102,6 +106,15 @@ def load(model: Optional[Path], device: Optional[str], decoder: Optional[Decoder
     return recognizer, recognizer.decoder(decoder.value if decoder else None, lm, alpha, beta, **options)
 
 
+def segment_options(pause: float, max_segment: float) -> SegmentOptions:
+    """--pause and --max-segment as the segmenter's options, checked before any audio is read."""
+    from asr.segment import SegmentOptions
+
+    options = SegmentOptions(max_seconds=max_segment, min_pause=pause)
+    options.validate()
+    return options
+
+
 def refuse_onnx(model: Optional[Path], why: str) -> None:
     if model is not None and model.suffix.lower() == ".onnx":
         raise typer.BadParameter(f"{model}: {why}", param_hint="--model")
@@ -120,7 +133,7 @@ def transcribe(
     unigrams: UnigramsOption = None,
     hotword: HotwordOption = None,
     hotword_weight: HotwordWeightOption = 10.0,
-    format: Annotated[Format, typer.Option("--format", "-f", help="txt, json (with word timings), srt or vtt.")] = Format.txt,
+    format: FormatOption = Format.txt,
     output_dir: Annotated[Optional[Path], typer.Option(
         help="Write one file per input here (mirroring the folders given) instead of printing.")] = None,
     skip_existing: Annotated[bool, typer.Option(
@@ -144,15 +157,13 @@ def transcribe(
     """Transcribe audio of any length; a file that cannot be read is reported and the rest go on.
     - (standard input) or a named pipe is transcribed as it arrives, each segment printed as its pause ends."""
     from asr.audio import RawFormat
-    from asr.segment import SegmentOptions
     from asr.stream_job import is_stream
     from asr.transcribe_job import plan_job, transcribe_job
 
     layout = [raw_sample_rate, raw_byte_order, raw_width, raw_channels]
     raw = RawFormat(sample_rate=raw_sample_rate or 16000, byte_order=(raw_byte_order or ByteOrder.little).value,
                     subtype=(raw_width or RawWidth.bits16).subtype, channels=raw_channels or 1)
-    segmenting = SegmentOptions(max_seconds=max_segment, min_pause=pause)
-    segmenting.validate()
+    segmenting = segment_options(pause, max_segment)
     if stream or Path("-") in inputs or (len(inputs) == 1 and is_stream(inputs[0])):
         from asr.stream_job import check_stream_options, open_input, stream_job
 
@@ -188,18 +199,16 @@ def listen(
     unigrams: UnigramsOption = None,
     hotword: HotwordOption = None,
     hotword_weight: HotwordWeightOption = 10.0,
-    format: Annotated[Format, typer.Option("--format", "-f", help="txt, json (with word timings), srt or vtt.")] = Format.txt,
+    format: FormatOption = Format.txt,
     pause: PauseOption = 0.6,
     max_segment: MaxSegmentOption = 20.0,
     device: Annotated[Optional[str], typer.Option(
         help="Input device: its number or part of its name (python -m sounddevice lists them); the default one if omitted.")] = None,
 ) -> None:
     """Transcribe the microphone, each segment printed as its pause ends; Ctrl-C transcribes what was heard and stops."""
-    from asr.segment import SegmentOptions
     from asr.stream_job import open_microphone, stream_job
 
-    segmenting = SegmentOptions(max_seconds=max_segment, min_pause=pause)
-    segmenting.validate()
+    segmenting = segment_options(pause, max_segment)
     audio = open_microphone(device)
     recognizer, text_decoder = load(model, None, decoder, lm, alpha, beta, beam_width=beam_width,
                                     unigrams_file=unigrams, hotwords=hotword or [], hotword_weight=hotword_weight)
