@@ -1,10 +1,10 @@
 """The ONNX path (fp32 and int8) against the torch one, end to end in fresh `asr transcribe` processes.
 
-    python benchmarks/onnx_runtime.py [--manifest runs/data/an4/dev.jsonl] [--repeats 5]
+    python benchmarks/onnx_runtime.py [--manifest runs/data/an4/dev.jsonl] [--files N] [--repeats 5]
 
 Exports the bundled model with `asr export` to ONNX, in float and with --int8, in a temporary folder.
 Then, the models taking turns in every round: one short clip (wall time and peak memory, by
-/usr/bin/time), and every file of the manifest in one call (real-time factor, start-up included),
+/usr/bin/time), and every file of the manifest (or its first N) in one call (real-time factor, start-up included),
 greedy. Prints each model's medians; the machine is shared, so compare the ratios.
 """
 
@@ -24,6 +24,7 @@ CLIP = REPO / "data" / "samples" / "fsdd-5_nicolas_23.flac"  # 0.4 s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, default=REPO / "runs/data/an4/dev.jsonl")
+    parser.add_argument("--files", type=int, help="the manifest's first N files only (all by default)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="asr-onnx-") as scratch:
@@ -32,7 +33,7 @@ def main() -> None:
                   "onnx int8": scratch / "int8" / "model.onnx"}
         subprocess.run(["asr", "export", REPO / "data" / "model.pt", models["onnx fp32"]], check=True)
         subprocess.run(["asr", "export", REPO / "data" / "model.pt", models["onnx int8"], "--int8"], check=True)
-        utterances = dev_utterances(args.manifest, scratch)
+        utterances = dev_utterances(args.manifest, scratch)[:args.files]
         files = [str(u.audio_filepath) for u in utterances]
         audio_seconds = sum(u.duration for u in utterances)
         clip: dict[str, list[tuple[float, float]]] = {name: [] for name in models}

@@ -56,6 +56,21 @@ def recipe(config: Path, fsdd_train: Path, seed: int) -> dict:
     return settings
 
 
+def held_out_base(fsdd: list[Utterance], speaker: str, config: Path, seed: int, out: Path) -> tuple[Path, Path]:
+    """Train ``config`` without ``speaker`` (once: a finished run is reused, a stopped one resumed).
+    Returns its best checkpoint and the manifest of his clips."""
+    run = out / f"{speaker}_seed{seed}"
+    fsdd_train, held_out = split_manifest(fsdd, speaker, run)
+    finished = run / "finished"  # written once training has returned, so a rerun only scores
+    if not finished.exists():
+        recipe_file = run / "recipe.yaml"  # not config.yaml, which asr train writes: the config as it resolved it
+        recipe_file.write_text(yaml.safe_dump(recipe(config, fsdd_train, seed), sort_keys=False))
+        resume = ["--resume"] if (run / "last.pt").exists() else []
+        subprocess.run(["asr", "train", "--config", str(recipe_file), "--out", str(run), *resume], check=True)
+        finished.touch()
+    return run / "best.pt", held_out
+
+
 def word_error_rate(manifest: Path, model: Path, *options: str) -> float:
     result = subprocess.run(["asr", "evaluate", str(manifest), "--model", str(model), "--json", *options],
                             check=True, capture_output=True, text=True)
@@ -76,17 +91,7 @@ def main() -> None:
     speakers = args.speaker or sorted({speaker_of(utterance) for utterance in fsdd})
     rows = []
     for speaker in speakers:
-        run = args.out / f"{speaker}_seed{args.seed}"
-        fsdd_train, held_out = split_manifest(fsdd, speaker, run)
-        settings = recipe(args.config, fsdd_train, args.seed)
-        finished = run / "finished"  # written once training has returned, so a rerun only scores
-        if not finished.exists():
-            config = run / "recipe.yaml"  # not config.yaml, which asr train writes: the config as it resolved it
-            config.write_text(yaml.safe_dump(settings, sort_keys=False))
-            resume = ["--resume"] if (run / "last.pt").exists() else []
-            subprocess.run(["asr", "train", "--config", str(config), "--out", str(run), *resume], check=True)
-            finished.touch()
-        model = run / "best.pt"
+        model, held_out = held_out_base(fsdd, speaker, args.config, args.seed, args.out)
         row = (speaker,
                word_error_rate(held_out, model, "--decoder", "greedy"),
                word_error_rate(held_out, model, "--decoder", "beam", *LM),
