@@ -353,14 +353,19 @@ def adapt(
         help="Manifest to measure WER on before and after; a tenth of the recordings held back if omitted.")] = None,
     max_minutes: Annotated[float, typer.Option(
         min=0, help="Training time; the learning rate decays to fit in it (0: the recipe's passes, however long).")] = 15.0,
+    lm_text: Annotated[Optional[list[Path]], typer.Option(
+        help="Text or word list (a word a line) for the LM of your transcripts; repeatable. "
+             "Default: the bundled English word list.")] = None,
     force: Annotated[bool, typer.Option(help="Replace a model already in OUT.")] = False,
     device: DeviceOption = None,
 ) -> None:
     """Fine-tune a model (the bundled one by default) on a speaker's own recordings."""
     from asr.adapt import Recipe, adapt as run_adaptation
 
-    result = run_adaptation(manifests, out, model, dev, Recipe(max_minutes=max_minutes), force, device)
-    typer.echo(f"{result.model}: adapted on {result.trained_on} recordings")
+    recipe = Recipe(max_minutes=max_minutes, **({"lm_texts": [str(path) for path in lm_text]} if lm_text else {}))
+    result = run_adaptation(manifests, out, model, dev, recipe, force, device)
+    lm = "an LM of your transcripts" if result.user_lm else "the base's LM"
+    typer.echo(f"{result.model}: adapted on {result.trained_on} recordings; beam search uses {lm}")
     for name, rates in (("before", result.before), ("after", result.after)):
         if rates is not None:
             beam = f", beam WER {rates.beam.wer:.2%} CER {rates.beam.cer:.2%}" if rates.beam else ""

@@ -7,6 +7,11 @@ training, the base's own SpecAugment and random channel plus speed perturbation,
 number of passes over the recordings, repeated within an epoch where they are few so that a handful of clips
 still gets enough steps, in at most 15 minutes. Nothing holds forgetting back: a user has none of the base's
 data to mix in, and adapted to 46 minutes of read English the bundled model reads AN4 dev at 97% WER.
+
+The LM: a 3-gram of the user's transcripts and a word list (the bundled English words by default), with the
+base's decoder weights, replaces the base's LM unless beam search with the base's reads the held-back
+recordings (or --dev) better. The base's LM knows only the base's words: on held-out sentences of read English, the
+adapted model reads 99.5% WER with it and 67.4% with the user's.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import random
 import tempfile
 from collections.abc import Sequence
+from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from asr.data import Utterance, read_manifest, write_manifest
 from asr.errors import AsrError
 from asr.evaluate import ErrorRates, error_rates, model_outputs
 from asr.harness import TrainingInterrupted
+from asr.lm import build_lm, corpus_lines
 from asr.model import ModelConfig
 from asr.recognizer import Recognizer, checkpoint_configs, load_model
 from asr.text import TextError, Vocabulary, normalize_text
@@ -35,6 +42,8 @@ from asr.train import train
 
 log = logging.getLogger("asr.adapt")
 
+ENGLISH_WORDS = DEFAULT_MODEL.parent / "lm" / "english_words.txt"  # 73,445 words; data/lm/README.md
+BUNDLED_WEIGHTS = {"alpha": 0.4, "beta": 0.0}  # the bundled model's tuned LM weights, for a base without an LM
 HOLD_BACK_SHARE = 0.1  # of the recordings, to measure before and after on when no dev manifest is given
 SEED = 0
 
@@ -52,6 +61,9 @@ class Recipe:
     batch_seconds: float = 10.0  # half the bundled model's: twice the steps in the same time
     speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
     max_minutes: float = 15.0  # training time; the learning-rate decay fits in it (0: no limit)
+    # The user's LM: their transcripts and these texts or word lists (a word a line), once each.
+    lm_texts: list[str] = field(default_factory=lambda: [str(ENGLISH_WORDS)])
+    lm_order: int = 3
 
 
 @dataclass
@@ -69,6 +81,7 @@ class Adaptation:
     evaluated_on: str  # what before and after were measured on
     before: Rates | None  # None with nothing to measure on
     after: Rates | None
+    user_lm: bool  # whether the model's LM is the one built from the user's transcripts (else the base's)
 
 
 def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: str | os.PathLike | None = None,
@@ -99,7 +112,11 @@ def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: 
         write_manifest(work / "train.jsonl", recordings * repeats)
         if held_back:
             write_manifest(work / "dev.jsonl", held_back)
-        before = measure(load_model(base, device), work / "dev.jsonl") if held_back else None
+        before = measure(load_model(base, device), work / "dev.jsonl")[0] if held_back else None
+        # Built before training, so that a text it cannot read stops it before the minutes are spent.
+        candidates = [user_lm(recordings, recipe, work / "user.arpa", base_state.get("decoder", BUNDLED_WEIGHTS))]
+        if "decoder" in base_state:
+            candidates.append({**base_state["decoder"], "lm": base.parent / base_state["decoder"]["lm"]})
         config = adaptation_config(work / "train.jsonl", base, model_config, recipe)
         log.info("adapting %s on %d recordings (%.1f minutes)%s", base, len(recordings),
                  sum(u.duration for u in recordings) / 60, f", each {repeats} times an epoch" if repeats > 1 else "")
@@ -108,11 +125,15 @@ def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: 
         except TrainingInterrupted as interrupted:
             raise TrainingInterrupted(f"interrupted: no model written to {out}; {base} is untouched",
                                       interrupted.exit_status - 128) from None
-        write_model(load_checkpoint(trained), base_state, base, work / "model.pt")
-        after = measure(load_model(work / "model.pt", device), work / "dev.jsonl") if held_back else None
+        save_checkpoint(work / "model.pt", {key: value for key, value in load_checkpoint(trained).items()
+                                            if key in MODEL_KEYS})
+        after, chosen = measure(load_model(work / "model.pt", device), work / "dev.jsonl", candidates) \
+            if held_back else (None, candidates[0])
+        attach_lm(work / "model.pt", chosen["lm"], chosen["alpha"], chosen["beta"])
+        (work / "user.arpa").unlink()
         for written in sorted(work.glob("model*"), key=lambda path: path.name == "model.pt"):  # model.pt last
             os.replace(written, out / written.name)
-    return Adaptation(target, len(recordings), evaluated_on, before, after)
+    return Adaptation(target, len(recordings), evaluated_on, before, after, chosen is candidates[0])
 
 
 def usable_recordings(manifests: Sequence[str | os.PathLike], vocabulary: Vocabulary) -> list[Utterance]:
@@ -161,21 +182,27 @@ def adaptation_config(train_manifest: Path, base: Path, model_config: ModelConfi
     )
 
 
-def write_model(trained: dict, base_state: dict, base: Path, path: Path) -> None:
-    """The trained weights as a model like the base: with its LM (copied beside ``path``) and decoder weights."""
-    save_checkpoint(path, {key: trained[key] for key in MODEL_KEYS})
-    if "decoder" in base_state:
-        settings = base_state["decoder"]
-        attach_lm(path, base.parent / settings["lm"], settings["alpha"], settings["beta"])
+def user_lm(recordings: list[Utterance], recipe: Recipe, path: Path, weights: dict) -> dict:
+    """An LM of the recordings' transcripts and the recipe's texts, written to ``path``, with ``weights``."""
+    texts = chain((u.text for u in recordings), corpus_lines(recipe.lm_texts))
+    build_lm(texts, recipe.lm_order, path, progress=False, source="the transcripts and --lm-text")
+    return {"lm": path, "alpha": weights["alpha"], "beta": weights["beta"]}
 
 
-def measure(recognizer: Recognizer, manifest: Path) -> Rates:
+def measure(recognizer: Recognizer, manifest: Path, lms: Sequence[dict] = ()) -> tuple[Rates, dict | None]:
+    """Greedy and beam-search error rates on ``manifest``: beam search with the model's own LM, or with the
+    best of ``lms`` ({"lm", "alpha", "beta"}; the first of equals) when they are given, which is returned too."""
     _, references, log_probs = model_outputs(recognizer, [manifest])
-    rates = []
-    for kind in ("greedy", "beam") if recognizer.decoder_settings.get("lm") else ("greedy",):
-        decoder = recognizer.decoder(kind)
+
+    def rates(kind: str, **lm) -> ErrorRates:
+        decoder = recognizer.decoder(kind, **lm)
         try:
-            rates.append(error_rates(references, [h.text for h in decoder.decode(log_probs, timings=False)]))
+            return error_rates(references, [h.text for h in decoder.decode(log_probs, timings=False)])
         finally:
             decoder.close()
-    return Rates(rates[0], rates[1] if len(rates) > 1 else None)
+
+    greedy = rates("greedy")
+    if lms:
+        beam, best = min(((rates("beam", **lm), lm) for lm in lms), key=lambda scored: scored[0].wer)
+        return Rates(greedy, beam), best
+    return Rates(greedy, rates("beam") if recognizer.decoder_settings.get("lm") else None), None

@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
 
 from asr.adapt import Recipe, adapt
-from asr.checkpoint import attach_lm, load_checkpoint
+from asr.checkpoint import DEFAULT_MODEL, attach_lm, load_checkpoint
 from asr.config import Config, DataConfig, TrainingConfig
+from asr.errors import AsrError
 from asr.harness import TrainingInterrupted
 from asr.lm import build_lm
 from asr.model import ModelConfig
@@ -49,6 +51,8 @@ def test_adapt_writes_a_model_like_the_base_with_new_weights(base, fsdd_prepared
     adapted, original = load_checkpoint(result.model), load_checkpoint(base)
     for key in ("model_config", "feature_config", "vocabulary"):
         assert adapted[key] == original[key], key
+    # Its LM (the base's or one of the recordings' transcripts, whichever read the held-back one better)
+    # beside it, with the base's decoder weights.
     assert adapted["decoder"] == {**original["decoder"], "lm": "model.lm.arpa"}
     assert any(not torch.equal(adapted["model_state"][name], tensor)
                for name, tensor in original["model_state"].items() if tensor.is_floating_point())
@@ -103,6 +107,34 @@ def test_bad_inputs_are_one_line_errors(base, fsdd_prepared, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
+def test_the_users_lm_is_built_from_their_transcripts_and_texts_and_kept_on_a_tie(fsdd_prepared, tmp_path):
+    """The bundled model reads FSDD's digits whatever the LM (a confident model's pruned beam holds only the
+    digit it hears), so the two LMs tie on the dev clips, and the user's is kept."""
+    base = tmp_path / "base.pt"
+    shutil.copyfile(DEFAULT_MODEL, base)
+    build_lm(["erase rubout stop yes no go"] * 3, 2, tmp_path / "commands.arpa", progress=False)
+    attach_lm(base, tmp_path / "commands.arpa", 0.5, 1.0)
+    (tmp_path / "words.txt").write_text("aardvark\n")
+    recipe = dataclasses.replace(TINY_RECIPE, learning_rate=1e-7, lm_texts=[str(tmp_path / "words.txt")])
+    result = adapt([fsdd_prepared / "train.jsonl"], tmp_path / "me", base=base, dev=fsdd_prepared / "dev.jsonl",
+                   recipe=recipe, device="cpu")
+    assert result.user_lm and result.before.beam.wer == result.after.beam.wer == 0.0
+    unigrams = (tmp_path / "me" / "model.lm.arpa").read_text().split("\\2-grams:")[0]
+    assert "\tseven" in unigrams and "\taardvark" in unigrams and "rubout" not in unigrams
+    assert load_checkpoint(result.model)["decoder"] == {"lm": "model.lm.arpa", "alpha": 0.5, "beta": 1.0}
+
+
+def test_an_unreadable_lm_text_stops_adaptation_before_training(base, fsdd_prepared, tmp_path, monkeypatch):
+    import asr.adapt
+
+    monkeypatch.setattr(asr.adapt, "train", lambda *args, **kwargs: pytest.fail("trained"))
+    recipe = dataclasses.replace(TINY_RECIPE, lm_texts=[str(tmp_path / "missing.txt")])
+    with pytest.raises(AsrError, match="missing.txt: no such text file"):
+        adapt([fsdd_prepared / "dev.jsonl"], tmp_path / "me", base=base, recipe=recipe, device="cpu")
+    assert not (tmp_path / "me" / "model.pt").exists()
+
+
 def load_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -113,7 +145,7 @@ def test_cli_adapts_with_the_default_recipe_and_reports_before_and_after(base, f
                      "--max-minutes", "0.05", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{tmp_path / 'me' / 'model.pt'}: adapted on 9 recordings"
+    assert lines[0].startswith(f"{tmp_path / 'me' / 'model.pt'}: adapted on 9 recordings; beam search uses ")
     assert lines[1].startswith("before: greedy WER ") and lines[2].startswith("after : greedy WER ")
     assert all(" beam WER " in line and line.endswith("on 1 held-back recordings") for line in lines[1:])
     assert load_model(tmp_path / "me" / "model.pt", "cpu").decoder_settings["alpha"] == 0.5
