@@ -18,10 +18,12 @@ import argparse
 import dataclasses
 import statistics
 import time
+from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from asr.checkpoint import DEFAULT_MODEL
 from asr.config import Config, load_config
@@ -52,11 +54,14 @@ def median_of(runs: int, measure) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
-def training_throughput(config: Config, batches: list[Batch], precision: str, device: torch.device) -> float:
+def training_throughput(config: Config, batches: Sequence[Batch] | DataLoader, precision: str,
+                        device: torch.device) -> float:
+    """Seconds of audio per second through ``train_step``, one step a batch (a list, or a loader's)."""
     config = dataclasses.replace(config, training=dataclasses.replace(config.training, precision=precision))
     state = new_state(config, Vocabulary(), device)
     trainer = new_trainer(config, state, device, total_steps=len(batches))
-    train_step(trainer, state, batches[:1])  # warm-up: the first step allocates and, on a GPU, picks kernels
+    batches = iter(batches)
+    train_step(trainer, state, [next(batches)])  # warm-up: the first step allocates and, on a GPU, picks kernels
     started = time.perf_counter()
     audio = sum(train_step(trainer, state, [batch]).audio_seconds for batch in batches)
     return audio / (time.perf_counter() - started)

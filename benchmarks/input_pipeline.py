@@ -19,6 +19,7 @@ import argparse
 import statistics
 from itertools import islice
 
+import torch
 from torch.utils.data import DataLoader
 
 from asr.config import load_config
@@ -27,6 +28,8 @@ from asr.model import AcousticModel
 from asr.text import Vocabulary
 from asr.train_data import training_batches, training_set
 from benchmark import training_throughput
+
+CPU = torch.device("cpu")
 
 
 def main() -> None:
@@ -47,8 +50,8 @@ def main() -> None:
         return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers)
 
     arms = {f"loaded by {config.data.num_workers} worker(s) during training":
-            lambda: training_throughput(config, loader(config.data.num_workers), None),
-            "loaded beforehand": lambda: training_throughput(config, list(loader(0)), None)}
+            lambda: training_throughput(config, loader(config.data.num_workers), "fp32", CPU),
+            "loaded beforehand": lambda: training_throughput(config, list(loader(0)), "fp32", CPU)}
     results: dict[str, list[float]] = {name: [] for name in arms}
     for repeat in range(args.repeats):
         for name, measure in arms.items():
