@@ -1,6 +1,6 @@
 """Adapting a trained model to a user's own recordings: ``asr.train`` run from the base's weights
 (training.init) with a recipe sized to the recordings, and the result written as a model like the base,
-its vocabulary, features, LM and tuned decoder weights kept.
+its vocabulary, features and tuned decoder weights kept, with an LM of the user's words (below).
 
 The recipe (docs/experiments.md, "Adapting to a speaker"): half the base's peak learning rate, all layers
 training, the base's own SpecAugment and random channel plus speed perturbation, batches of 10 s, and a fixed
@@ -22,8 +22,8 @@ import os
 import random
 import tempfile
 from collections.abc import Sequence
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 from asr.audio import AudioError, audio_duration
@@ -112,11 +112,11 @@ def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: 
         write_manifest(work / "train.jsonl", recordings * repeats)
         if held_back:
             write_manifest(work / "dev.jsonl", held_back)
-        before = measure(load_model(base, device), work / "dev.jsonl")[0] if held_back else None
-        # Built before training, so that a text it cannot read stops it before the minutes are spent.
+        # Built first, so that a text it cannot read stops adapting before the minutes are spent.
         candidates = [user_lm(recordings, recipe, work / "user.arpa", base_state.get("decoder", BUNDLED_WEIGHTS))]
         if "decoder" in base_state:
             candidates.append({**base_state["decoder"], "lm": base.parent / base_state["decoder"]["lm"]})
+        before = measure(load_model(base, device), work / "dev.jsonl")[0] if held_back else None
         config = adaptation_config(work / "train.jsonl", base, model_config, recipe)
         log.info("adapting %s on %d recordings (%.1f minutes)%s", base, len(recordings),
                  sum(u.duration for u in recordings) / 60, f", each {repeats} times an epoch" if repeats > 1 else "")
