@@ -42,12 +42,17 @@ def benchmark_batches(config_path: str, manifest: str, count: int, device: torch
     config = load_config(config_path)
     utterances = read_manifest(manifest)
     dataset = SpeechDataset(utterances, Vocabulary(), source=manifest)
-    if config.features.prior_frames > 0:
-        mean, std = training_prior(config, dataset, device)
-        config = dataclasses.replace(config, features=dataclasses.replace(config.features, prior_mean=mean,
-                                                                          prior_std=std))
+    config = with_prior(config, dataset, device)
     sampler = DurationBatchSampler([u.duration for u in utterances], config.data.batch_seconds, seed=0)
     return config, [collate([dataset[i] for i in indices]) for indices in islice(sampler, count)]
+
+
+def with_prior(config: Config, dataset: SpeechDataset, device: torch.device) -> Config:
+    """``config`` with its feature prior measured on ``dataset``, as asr train measures its training set's."""
+    if config.features.prior_frames <= 0:
+        return config
+    mean, std = training_prior(config, dataset, device)
+    return dataclasses.replace(config, features=dataclasses.replace(config.features, prior_mean=mean, prior_std=std))
 
 
 def median_of(runs: int, measure) -> float:

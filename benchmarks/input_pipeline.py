@@ -27,7 +27,7 @@ from asr.data import collate
 from asr.model import AcousticModel
 from asr.text import Vocabulary
 from asr.train_data import training_batches, training_set
-from benchmark import training_throughput
+from benchmark import training_throughput, with_prior
 
 CPU = torch.device("cpu")
 
@@ -41,6 +41,7 @@ def main() -> None:
     config = load_config(args.config)
     vocabulary = Vocabulary()
     dataset, _ = training_set(config, vocabulary, AcousticModel(config.model, config.features.n_mels, len(vocabulary)))
+    config = with_prior(config, dataset, CPU)
     sampler = training_batches(config, dataset)
     sampler.set_epoch(1, start=0)
     dataset.epoch = 1
