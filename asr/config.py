@@ -55,6 +55,9 @@ class TrainingConfig:
     # Start from this checkpoint's weights instead of random ones (fine-tuning); its model config and vocabulary
     # must be the config's, and its feature config (prior statistics included) replaces the config's.
     init: str = ""
+    # Parameters that keep the values the run starts from: names or their beginnings, a layer at a time (conv,
+    # rnns.0 ... rnns.N-1, output); a frozen batch norm keeps its statistics too. asr adapt freezes the output layer.
+    freeze: list[str] = field(default_factory=list)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.accumulate_batches < 1:

@@ -301,6 +301,37 @@ def test_training_init_with_another_architecture_is_a_one_line_error(manifests, 
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_training_freeze_keeps_the_named_layers_and_their_batch_norm_statistics(manifests, tmp_path):
+    """training.freeze [conv, output]: after a run from a checkpoint, those weights and the conv's batch norm
+    statistics are the checkpoint's, and the LSTM's have moved."""
+    train(load_config(two_utterance_config(manifests, tmp_path)), tmp_path / "base", device="cpu")
+    before = load_checkpoint(tmp_path / "base" / "last.pt")["model_state"]
+    config = load_config(init_config(manifests, tmp_path, tmp_path / "base" / "last.pt"))
+    config.training.freeze = ["conv", "output"]
+    train(config, tmp_path / "run", device="cpu")
+    after = load_checkpoint(tmp_path / "run" / "last.pt")["model_state"]
+    assert any(name.startswith("conv.") and "running_mean" in name for name in after)
+    for name, tensor in after.items():
+        if name.startswith(("conv.", "output.")):
+            torch.testing.assert_close(tensor, before[name], msg=name)
+        elif name.startswith("rnns.0.") and "weight" in name:
+            assert not torch.equal(tensor, before[name]), name
+
+
+@pytest.mark.parametrize("freeze, message", [
+    (["rnns.7"], "'rnns.7' names no parameter of the model (its layers: conv, rnns.0 to rnns.0, output)"),
+    (["conv", "rnns", "output"], "every parameter is frozen"),
+])
+def test_training_freeze_of_nothing_or_everything_is_a_one_line_error(manifests, tmp_path, freeze, message):
+    config = two_utterance_config(manifests, tmp_path)
+    values = yaml.safe_load(config.read_text())
+    values["training"]["freeze"] = freeze
+    config.write_text(yaml.safe_dump(values))
+    result = run_cli("train", "--config", config, "--out", tmp_path / "run")
+    assert_one_line_error(result, "training.freeze", message)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_training_init_refuses_a_features_section(manifests, tmp_path):
     config = two_utterance_config(manifests, tmp_path)
     values = yaml.safe_load(config.read_text())
