@@ -19,6 +19,8 @@ On held-out sentences of read English, the adapted model reads 99.5% WER with th
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import math
 import os
@@ -26,7 +28,6 @@ import random
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 
 from asr.audio import AudioError, audio_duration
@@ -64,6 +65,7 @@ class Recipe:
     batch_seconds: float = 10.0  # half the bundled model's: twice the steps in the same time
     speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
     max_minutes: float = 15.0  # training time; the learning-rate decay fits in it (0: no limit)
+    rehearsal_ratio: float = 1.0  # seconds of rehearsal recordings (adapt's rehearse) an epoch per second of the user's
     frozen: list[str] = field(default_factory=lambda: ["output"])  # training.freeze
     # The user's LM: their transcripts and these texts or word lists (a word a line), once each.
     lm_texts: list[str] = field(default_factory=lambda: [str(ENGLISH_WORDS)])
@@ -90,8 +92,11 @@ class Adaptation:
 
 def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: str | os.PathLike | None = None,
           dev: str | os.PathLike | None = None, recipe: Recipe = Recipe(), force: bool = False,
-          device: str | None = None) -> Adaptation:
+          device: str | None = None, rehearse: Sequence[str | os.PathLike] = ()) -> Adaptation:
     """Fine-tune ``base`` (the bundled model by default) on the manifests' recordings and write OUT/model.pt.
+
+    ``rehearse``: manifests of recordings like those the base learnt from; a seeded sample of them, as long as
+    the user's recordings times Recipe.rehearsal_ratio, trains with them every epoch, to hold forgetting back.
 
     Nothing is written to OUT but the finished model (and its LM beside it): training runs in a temporary
     folder inside OUT, removed when it ends or is interrupted.
@@ -109,11 +114,14 @@ def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: 
     else:
         recordings, held_back = hold_back(recordings)
         evaluated_on = f"{len(held_back)} held-back recordings"
+    rehearsal_pool = usable_recordings(rehearse, vocabulary) if rehearse else []
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".adapting-") as work:
         work = Path(work)
         repeats = math.ceil(recipe.min_epoch_seconds / sum(u.duration for u in recordings))
-        write_manifest(work / "train.jsonl", recordings * repeats)
+        rehearsal = rehearsal_sample(rehearsal_pool, recipe.rehearsal_ratio * repeats
+                                     * sum(u.duration for u in recordings)) if rehearse else []
+        write_manifest(work / "train.jsonl", recordings * repeats + rehearsal)
         if held_back:
             write_manifest(work / "dev.jsonl", held_back)
         # Built first, so that a text it cannot read stops adapting before the minutes are spent.
@@ -124,8 +132,9 @@ def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: 
         candidates.append(users)
         before = measure(load_model(base, device), work / "dev.jsonl")[0] if held_back else None
         config = adaptation_config(work / "train.jsonl", base, model_config, recipe)
-        log.info("adapting %s on %d recordings (%.1f minutes)%s", base, len(recordings),
-                 sum(u.duration for u in recordings) / 60, f", each {repeats} times an epoch" if repeats > 1 else "")
+        log.info("adapting %s on %d recordings (%.1f minutes)%s%s", base, len(recordings),
+                 sum(u.duration for u in recordings) / 60, f", each {repeats} times an epoch" if repeats > 1 else "",
+                 f", with {len(rehearsal)} rehearsal recordings" if rehearsal else "")
         try:
             trained = train(config, work / "run", device=device)
         except TrainingInterrupted as interrupted:
@@ -176,6 +185,13 @@ def hold_back(recordings: list[Utterance]) -> tuple[list[Utterance], list[Uttera
             [u for i, u in enumerate(recordings) if i in chosen])
 
 
+def rehearsal_sample(recordings: list[Utterance], seconds: float) -> list[Utterance]:
+    """A seeded sample of ``recordings`` of about ``seconds`` in all (all of them if they are fewer)."""
+    shuffled = random.Random(SEED).sample(recordings, len(recordings))
+    ends = list(itertools.accumulate(u.duration for u in shuffled))
+    return shuffled[:bisect.bisect_left(ends, seconds) + 1]
+
+
 def adaptation_config(train_manifest: Path, base: Path, model_config: ModelConfig, recipe: Recipe) -> Config:
     """The recipe as an ``asr train`` config starting from ``base``; the features come from it (training.init)."""
     return Config(
@@ -190,7 +206,7 @@ def adaptation_config(train_manifest: Path, base: Path, model_config: ModelConfi
 
 def user_lm(recordings: list[Utterance], recipe: Recipe, path: Path, weights: dict) -> dict:
     """An LM of the recordings' transcripts and the recipe's texts, written to ``path``, with ``weights``."""
-    texts = chain((u.text for u in recordings), corpus_lines(recipe.lm_texts))
+    texts = itertools.chain((u.text for u in recordings), corpus_lines(recipe.lm_texts))
     build_lm(texts, recipe.lm_order, path, progress=False, source="the transcripts and --lm-text")
     return {"lm": path, "alpha": weights["alpha"], "beta": weights["beta"]}
 
