@@ -144,6 +144,10 @@ def adapt(manifests: Sequence[str | os.PathLike], out: str | os.PathLike, base: 
                                             if key in MODEL_KEYS})
         after, chosen = measure(load_model(work / "model.pt", device), work / "dev.jsonl", candidates) \
             if held_back else (None, candidates[0])
+        if after is not None and after.greedy.wer > before.greedy.wer:
+            log.warning("the adapted model reads %s worse than the base (greedy WER %.1f%% against %.1f%%): too few "
+                        "recordings, or too few of some words, can teach it less than it forgets", evaluated_on,
+                        100 * after.greedy.wer, 100 * before.greedy.wer)
         attach_lm(work / "model.pt", chosen["lm"], chosen["alpha"], chosen["beta"])
         (work / "user.arpa").unlink()
         for written in sorted(work.glob("model*"), key=lambda path: path.name == "model.pt"):  # model.pt last

@@ -108,6 +108,23 @@ def test_rehearsal_recordings_train_alongside_the_users_and_stay_out_of_their_lm
     assert not words & {w for u in rehearsed for w in u.text.split()}
 
 
+def test_a_model_that_reads_the_held_back_recordings_worse_is_written_with_a_warning(base, fsdd_prepared, tmp_path,
+                                                                                    monkeypatch, caplog):
+    import asr.adapt
+    from asr.adapt import Rates
+    from asr.evaluate import ErrorRates
+
+    def measured(recognizer, manifest, lms=()):  # the base reads 10% WER, the adapted model 50%
+        wer = 0.5 if lms else 0.1
+        return Rates(ErrorRates(wer, wer, 0, 0, 0, 10, 1), None), (lms[0] if lms else None)
+
+    monkeypatch.setattr(asr.adapt, "measure", measured)
+    with caplog.at_level("WARNING", logger="asr.adapt"):
+        result = adapt([fsdd_prepared / "dev.jsonl"], tmp_path / "me", base=base, recipe=TINY_RECIPE, device="cpu")
+    assert result.model.is_file()
+    assert "reads 1 held-back recordings worse than the base (greedy WER 50.0% against 10.0%)" in caplog.text
+
+
 def write_lines(path, entries) -> None:
     path.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
 
