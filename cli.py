@@ -356,10 +356,6 @@ def adapt(
     lm_text: Annotated[Optional[list[Path]], typer.Option(
         help="Text or word list (a word a line) for the LM of your transcripts; repeatable. "
              "Default: the bundled English word list.")] = None,
-    rehearse: Annotated[Optional[list[Path]], typer.Option(
-        help="Manifest of recordings like the base's training data (the bundled model's: AN4 from asr download "
-             "and asr prepare), a sample of which trains alongside yours so that less is forgotten; "
-             "repeatable.")] = None,
     force: Annotated[bool, typer.Option(help="Replace a model already in OUT.")] = False,
     device: DeviceOption = None,
 ) -> None:
@@ -367,7 +363,7 @@ def adapt(
     from asr.adapt import Recipe, adapt as run_adaptation
 
     recipe = Recipe(max_minutes=max_minutes, **({"lm_texts": [str(path) for path in lm_text]} if lm_text else {}))
-    result = run_adaptation(manifests, out, model, dev, recipe, force, device, rehearse or ())
+    result = run_adaptation(manifests, out, model, dev, recipe, force, device)
     lm = "an LM of your transcripts" if result.user_lm else "the base's LM"
     typer.echo(f"{result.model}: adapted on {result.trained_on} recordings; beam search uses {lm}")
     for name, rates in (("before", result.before), ("after", result.after)):

@@ -2,15 +2,13 @@
 
     python benchmarks/adapt_fsdd.py [--speaker nicolas ...] [--clips 5 10 25 50] [--seed 0]
         [--config configs/jackson_held_out.yaml] [--out runs/unseen] [--learning-rate R] [--passes N]
-        [--rehearse runs/data/an4/train.jsonl]
 
 For each speaker (all five if none is named), the base is --config trained without him, as
 benchmarks/unseen_fsdd_speaker.py trains it (reused when that run has finished), with the bundled LM
 and its weights attached. His 500 clips are dealt round-robin over the digits in a seeded order, so that
 the first k hold k/10 of each digit (rounded), each k's clips include the smaller k's, and the 450 after the
 first 50 are the test clips for every k. `asr.adapt.adapt` then fine-tunes the base on his first k clips with
-its default recipe (or the --learning-rate and --passes given; with --rehearse, a sample of that manifest trains
-alongside), and the script prints, for each k: greedy and beam + LM WER on his test clips, the wall
+its default recipe (or the --learning-rate and --passes given), and the script prints, for each k: greedy and beam + LM WER on his test clips, the wall
 time of the adaptation (its before and after evaluations on the test clips included), and AN4 dev WER
 greedy and beam + LM (forgetting), for the base in the row k = 0.
 """
@@ -72,8 +70,6 @@ def main() -> None:
     parser.add_argument("--fsdd", type=Path, default=Path("runs/data/fsdd-all/train.jsonl"))
     parser.add_argument("--an4-dev", type=Path, default=Path("runs/data/an4/dev.jsonl"))
     parser.add_argument("--out", type=Path, default=Path("runs/unseen"))
-    parser.add_argument("--rehearse", type=Path, action="append", default=[],
-                        help="manifest of the base's kind of recordings, to rehearse; repeatable")
     defaults = Recipe()
     for name in ("learning_rate", "passes"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
@@ -98,8 +94,8 @@ def main() -> None:
         for k in args.clips:
             write_manifest(folder / f"first{k}.jsonl", order[:k])
             start = time.perf_counter()
-            result = adapt([folder / f"first{k}.jsonl"], folder / f"k{k}{'-rehearsed' if args.rehearse else ''}",
-                           base=base, dev=test, recipe=recipe, force=True, rehearse=args.rehearse)
+            result = adapt([folder / f"first{k}.jsonl"], folder / f"k{k}", base=base, dev=test, recipe=recipe,
+                           force=True)
             minutes = (time.perf_counter() - start) / 60
             if k == args.clips[0]:
                 before = result.before

@@ -81,33 +81,6 @@ def test_interrupted_adaptation_leaves_no_model_and_the_base_untouched(base, fsd
     assert digest(base) == before
 
 
-def test_rehearsal_recordings_train_alongside_the_users_and_stay_out_of_their_lm(base, fsdd_prepared, an4_prepared,
-                                                                                tmp_path, monkeypatch):
-    """A seeded sample of the rehearsal manifest, as long as an epoch of the user's recordings times
-    Recipe.rehearsal_ratio, joins the training manifest; the user's LM is built from their transcripts alone."""
-    import asr.adapt
-    from asr.data import read_manifest
-
-    def captured(config, out, device=None):
-        seen["train"] = read_manifest(config.data.train[0])
-        seen["lm"] = (out.parent / "user.arpa").read_text()
-        raise TrainingInterrupted("interrupted by SIGINT", 2)
-
-    seen = {}
-    monkeypatch.setattr(asr.adapt, "train", captured)
-    recipe = dataclasses.replace(TINY_RECIPE, lm_texts=[], rehearsal_ratio=0.3)
-    with pytest.raises(TrainingInterrupted):
-        adapt([fsdd_prepared / "dev.jsonl"], tmp_path / "me", base=base, recipe=recipe, device="cpu",
-              rehearse=[an4_prepared / "train.jsonl"])
-    rehearsal = {u.audio_filepath for u in read_manifest(an4_prepared / "train.jsonl")}
-    rehearsed = [u for u in seen["train"] if u.audio_filepath in rehearsal]
-    users = sum(u.duration for u in seen["train"] if u.audio_filepath not in rehearsal)
-    assert 0 < len(rehearsed) < len(rehearsal)
-    assert sum(u.duration for u in rehearsed[:-1]) < 0.3 * users <= sum(u.duration for u in rehearsed)
-    words = {line.split("\t")[1] for line in seen["lm"].split("\\2-grams:")[0].splitlines() if "\t" in line}
-    assert not words & {w for u in rehearsed for w in u.text.split()}
-
-
 def test_a_model_that_reads_the_held_back_recordings_worse_is_written_with_a_warning(base, fsdd_prepared, tmp_path,
                                                                                     monkeypatch, caplog):
     import asr.adapt
@@ -146,9 +119,7 @@ def test_bad_inputs_are_one_line_errors(base, fsdd_prepared, tmp_path):
               ["unusable.jsonl", "no usable recording", "missing.wav"]),
              (["adapt", good, "--out", tmp_path / "o", "--model", tmp_path / "not-a-model.pt"],
               ["not-a-model.pt", "not an asr checkpoint"]),
-             (["adapt", good, "--out", tmp_path / "taken", "--model", base], ["taken", "--force"]),
-             (["adapt", good, "--out", tmp_path / "o", "--model", base, "--rehearse", tmp_path / "empty.jsonl"],
-              ["empty.jsonl", "no utterances"])]
+             (["adapt", good, "--out", tmp_path / "taken", "--model", base], ["taken", "--force"])]
     for args, names in cases:
         assert_one_line_error(run_cli(*args), *names)
     assert (tmp_path / "taken" / "model.pt").read_bytes() == b"a model"
