@@ -8,9 +8,9 @@ benchmarks/unseen_fsdd_speaker.py trains it (reused when that run has finished),
 and its weights attached. His 500 clips are dealt round-robin over the digits in a seeded order, so that
 the first k hold k/10 of each digit (rounded), each k's clips include the smaller k's, and the 450 after the
 first 50 are the test clips for every k. `asr.adapt.adapt` then fine-tunes the base on his first k clips with
-its default recipe (or the --learning-rate and --passes given), and the script prints, for each k: greedy and beam + LM WER on his test clips, the wall
-time of the adaptation (its before and after evaluations on the test clips included), and AN4 dev WER
-greedy and beam + LM (forgetting), for the base in the row k = 0.
+its default recipe (or the --learning-rate and --passes given), and the script prints, for each k: greedy and
+beam + LM WER on his test clips, the wall time of the adaptation (its before and after evaluations on the test
+clips included), and AN4 dev WER greedy and beam + LM (forgetting), for the base in the row k = 0.
 """
 
 from __future__ import annotations
