@@ -2,15 +2,17 @@
 
     python benchmarks/adapt_fsdd.py [--speaker nicolas ...] [--clips 5 10 25 50] [--seed 0]
         [--config configs/jackson_held_out.yaml] [--out runs/unseen] [--learning-rate R] [--passes N]
+        [--test-after 50]
 
 For each speaker (all five if none is named), the base is --config trained without him, as
-benchmarks/unseen_fsdd_speaker.py trains it (reused when that run has finished), with the bundled LM
-and its weights attached. His 500 clips are dealt round-robin over the digits in a seeded order, so that
-the first k hold k/10 of each digit (rounded), each k's clips include the smaller k's, and the 450 after the
-first 50 are the test clips for every k. `asr.adapt.adapt` then fine-tunes the base on his first k clips with
-its default recipe (or the --learning-rate and --passes given), and the script prints, for each k: greedy and
-beam + LM WER on his test clips, the wall time of the adaptation (its before and after evaluations on the test
-clips included), and AN4 dev WER greedy and beam + LM (forgetting), for the base in the row k = 0.
+benchmarks/unseen_fsdd_speaker.py trains it (reused when that run has finished), with the bundled LM and its
+weights attached. His 500 clips are dealt round-robin over the digits in a seeded order, so that the first k
+hold k/10 of each digit (rounded), each k's clips include the smaller k's, and the clips after the first
+--test-after (50: 450 of them) are the test clips for every k. `asr.adapt.adapt` then fine-tunes the base on
+his first k clips with its default recipe (or the --learning-rate and --passes given), and the script prints,
+for each k: greedy and beam + LM WER on his test clips, the wall time of the adaptation (its before and after
+evaluations on the test clips included), and AN4 dev WER greedy and beam + LM (forgetting), for the base in
+the row k = 0.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from asr.adapt import Recipe, adapt, measure
 from asr.checkpoint import DEFAULT_MODEL, attach_lm, load_checkpoint
 from asr.data import Utterance, read_manifest, write_manifest
 from asr.recognizer import load_model
-
-TEST_AFTER = 50  # clips dealt to adaptation before the test clips begin
 
 
 def dealt(clips: list[Utterance], seed: int) -> list[Utterance]:
@@ -70,14 +70,15 @@ def main() -> None:
     parser.add_argument("--fsdd", type=Path, default=Path("runs/data/fsdd-all/train.jsonl"))
     parser.add_argument("--an4-dev", type=Path, default=Path("runs/data/an4/dev.jsonl"))
     parser.add_argument("--out", type=Path, default=Path("runs/unseen"))
+    parser.add_argument("--test-after", type=int, default=50, help="clips dealt to adaptation before his test clips")
     defaults = Recipe()
     for name in ("learning_rate", "passes"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(defaults, name)),
                             default=getattr(defaults, name))
     args = parser.parse_args()
     recipe = dataclasses.replace(defaults, learning_rate=args.learning_rate, passes=args.passes)
-    if max(args.clips) > TEST_AFTER:
-        parser.error(f"--clips: at most {TEST_AFTER}, the clips before his test clips")
+    if max(args.clips) > args.test_after:
+        parser.error(f"--clips: at most --test-after ({args.test_after}), the clips before his test clips")
 
     fsdd = read_manifest(args.fsdd)
     speakers = args.speaker or sorted({speaker_of(utterance) for utterance in fsdd})
@@ -89,8 +90,8 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         base = base_with_lm(trained, folder / "base.pt")
         order = dealt(read_manifest(his_clips), args.seed)
-        test = folder / "test.jsonl"
-        write_manifest(test, order[TEST_AFTER:])
+        test = folder / f"test_after{args.test_after}.jsonl"
+        write_manifest(test, order[args.test_after:])
         for k in args.clips:
             write_manifest(folder / f"first{k}.jsonl", order[:k])
             start = time.perf_counter()
