@@ -7,10 +7,10 @@ the output layer training, the base's own SpecAugment and random channel plus sp
 10 s, and a fixed number of passes over the recordings, repeated within an epoch where they are few so that a
 handful of clips still gets enough steps, in at most 15 minutes. Freezing the output layer holds forgetting
 back a little: on 50 clips of a new FSDD speaker (nicolas, jackson; three seeds each), AN4 dev read 1.0-6.6
-points better than with every layer training, and his other clips as well or better. Freezing more, decaying the weights
-towards the base's (L2-SP), averaging them with the base's, or mixing the base's own kind of data in (as long as
-the user's: 1.2 points of AN4 on average over four speakers, and worse WER on theirs) each did less or traded
-his WER for AN4's.
+points better than with every layer training, and his other clips as well or better. Freezing more, decaying
+the weights towards the base's (L2-SP), averaging them with the base's, or mixing the base's own kind of data
+in (as long as the user's: 1.2 points of AN4 on average over four speakers, and worse WER on theirs) each did
+less or traded his WER for AN4's.
 
 The LM: a 3-gram of the user's transcripts and a word list (the bundled English words by default), with the
 base's decoder weights, replaces the base's LM if beam search with it reads the held-back recordings (or --dev)

@@ -127,21 +127,21 @@ def test_bad_inputs_are_one_line_errors(base, fsdd_prepared, tmp_path):
 
 
 def base_with_commands_lm(folder):
-    """The bundled model with an LM of AN4's commands alone (no digits, no letters) and its weights."""
+    """The bundled model with an LM of AN4's commands alone (no digits, no letters) and its weights, and a recipe
+    that barely moves the weights, its word list one word the recordings never say."""
     base = folder / "base.pt"
     shutil.copyfile(DEFAULT_MODEL, base)
     build_lm(["erase rubout stop yes no go"] * 3, 2, folder / "commands.arpa", progress=False)
     attach_lm(base, folder / "commands.arpa", 0.5, 1.0)
-    return base
+    (folder / "words.txt").write_text("aardvark\n")
+    return base, dataclasses.replace(TINY_RECIPE, learning_rate=1e-7, lm_texts=[str(folder / "words.txt")])
 
 
 @pytest.mark.slow
 def test_on_a_tie_the_bases_lm_is_kept(fsdd_prepared, tmp_path):
     """The bundled model reads FSDD's digits whatever the LM (a confident model's pruned beam holds only the
     digit it hears), so the two LMs tie on the dev clips, and the base's, which knows the base's words, stays."""
-    base = base_with_commands_lm(tmp_path)
-    (tmp_path / "words.txt").write_text("aardvark\n")
-    recipe = dataclasses.replace(TINY_RECIPE, learning_rate=1e-7, lm_texts=[str(tmp_path / "words.txt")])
+    base, recipe = base_with_commands_lm(tmp_path)
     result = adapt([fsdd_prepared / "train.jsonl"], tmp_path / "me", base=base, dev=fsdd_prepared / "dev.jsonl",
                    recipe=recipe, device="cpu")
     assert not result.user_lm and result.before.beam.wer == result.after.beam.wer == 0.0
@@ -153,9 +153,7 @@ def test_on_a_tie_the_bases_lm_is_kept(fsdd_prepared, tmp_path):
 def test_the_users_lm_of_their_transcripts_and_texts_replaces_the_bases_where_it_reads_better(an4_prepared,
                                                                                                tmp_path):
     """On AN4 sentences, beam search with the commands LM reads 11% WER and with one of their own transcripts 0%."""
-    base = base_with_commands_lm(tmp_path)
-    (tmp_path / "words.txt").write_text("aardvark\n")
-    recipe = dataclasses.replace(TINY_RECIPE, learning_rate=1e-7, lm_texts=[str(tmp_path / "words.txt")])
+    base, recipe = base_with_commands_lm(tmp_path)
     recordings = an4_prepared / "train.jsonl"
     result = adapt([recordings], tmp_path / "me", base=base, dev=recordings, recipe=recipe, device="cpu")
     assert result.user_lm and result.after.beam.wer < result.before.beam.wer
